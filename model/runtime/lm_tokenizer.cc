@@ -1,0 +1,96 @@
+#include "model/runtime/lm_tokenizer.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+#ifndef IBLIP_SPM_SHIM_PATH
+#error "IBLIP_SPM_SHIM_PATH must be defined by the build"
+#endif
+
+namespace iblip::model {
+
+using LoadFn = SentencePieceModel* (*)(const char*, char*, unsigned long);
+
+std::string DefaultSentencePieceShimPath() {
+  if (const char* env = std::getenv("IBLIP_SPM_SHIM"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return IBLIP_SPM_SHIM_PATH;
+}
+
+absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(const LmTokenizerSpec& spec,
+                                                              const std::string& shim_path) {
+  const std::string path = shim_path.empty() ? DefaultSentencePieceShimPath() : shim_path;
+  // DEEPBIND: the module's sentencepiece binds to its own bundled protobuf.
+  void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (module == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load the SentencePiece module ", path, ": ", dlerror()));
+  }
+  auto load = reinterpret_cast<LoadFn>(dlsym(module, "iblip_spm_load"));
+  if (load == nullptr) {
+    dlclose(module);
+    return absl::FailedPreconditionError(absl::StrCat(path, " has no iblip_spm_load"));
+  }
+  char error[512] = {0};
+  std::unique_ptr<SentencePieceModel> model(load(spec.model_path.c_str(), error, sizeof(error)));
+  if (model == nullptr) {
+    dlclose(module);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load tokenizer ", spec.model_path, ": ", error));
+  }
+  return std::unique_ptr<LmTokenizer>(new LmTokenizer(spec, module, std::move(model)));
+}
+
+LmTokenizer::LmTokenizer(LmTokenizerSpec spec, void* module,
+                         std::unique_ptr<SentencePieceModel> model)
+    : spec_(std::move(spec)), module_(module), model_(std::move(model)) {
+  for (int32_t id : {spec_.bos_token_id, spec_.eos_token_id, spec_.pad_token_id}) {
+    if (id >= 0) special_ids_.insert(id);
+  }
+  for (const auto& [token, id] : spec_.added_tokens) special_ids_.insert(id);
+}
+
+LmTokenizer::~LmTokenizer() {
+  model_.reset();  // its code lives in the module: destroy it first
+  dlclose(module_);
+}
+
+std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text) const {
+  std::vector<int32_t> ids;
+  if (spec_.bos_token_id >= 0) ids.push_back(spec_.bos_token_id);
+  for (int id : model_->Encode(std::string_view(text.data(), text.size()))) ids.push_back(id);
+  if (spec_.append_eos && spec_.eos_token_id >= 0) ids.push_back(spec_.eos_token_id);
+  return ids;
+}
+
+std::string LmTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  std::vector<int> kept;
+  kept.reserve(ids.size());
+  const int pieces = model_->vocab_size();
+  for (int32_t id : ids) {
+    if (special_ids_.count(id) != 0 || id < 0 || id >= pieces) continue;
+    kept.push_back(id);
+  }
+  return model_->Decode(kept);
+}
+
+std::string LmTokenizer::TokenString(int32_t id) const {
+  for (const auto& [token, added_id] : spec_.added_tokens) {
+    if (added_id == id) return token;
+  }
+  if (id < 0 || id >= model_->vocab_size()) return "";
+  return model_->IdToPiece(id);
+}
+
+int LmTokenizer::vocab_size() const {
+  int size = model_->vocab_size();
+  for (const auto& [token, id] : spec_.added_tokens) size = std::max(size, id + 1);
+  return size;
+}
+
+}  // namespace iblip::model

@@ -1,0 +1,53 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <unordered_set>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/runtime/package.h"
+#include "model/runtime/sentencepiece_shim.h"
+
+namespace iblip::model {
+
+// The language model's tokenizer: SentencePiece plus the package's special
+// and added tokens. Immutable after Load; thread-safe.
+class LmTokenizer {
+ public:
+  // `shim_path`: the iblip_spm_shim module; empty = the built-in default
+  // (IBLIP_SPM_SHIM env var, else the path baked in at build time).
+  static absl::StatusOr<std::unique_ptr<LmTokenizer>> Load(const LmTokenizerSpec& spec,
+                                                          const std::string& shim_path = "");
+
+  // Prompt ids exactly as the model expects them (BOS prepended / EOS
+  // appended as the package says).
+  std::vector<int32_t> EncodePrompt(absl::string_view text) const;
+
+  // Text of `ids`, special tokens skipped (as skip_special_tokens=True).
+  std::string Decode(const std::vector<int32_t>& ids) const;
+
+  // The token string of one id ("▁What", "[PAD]").
+  std::string TokenString(int32_t id) const;
+
+  int vocab_size() const;
+
+  ~LmTokenizer();
+  LmTokenizer(const LmTokenizer&) = delete;
+  LmTokenizer& operator=(const LmTokenizer&) = delete;
+
+ private:
+  LmTokenizer(LmTokenizerSpec spec, void* module, std::unique_ptr<SentencePieceModel> model);
+
+  LmTokenizerSpec spec_;
+  void* module_;  // dlopen handle; closed after model_ is destroyed
+  std::unique_ptr<SentencePieceModel> model_;
+  std::unordered_set<int32_t> special_ids_;  // skipped by Decode
+};
+
+// Where the shim module is looked for when Load gets no path.
+std::string DefaultSentencePieceShimPath();
+
+}  // namespace iblip::model

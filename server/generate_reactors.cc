@@ -1,0 +1,185 @@
+#include "server/generate_reactors.h"
+
+#include "absl/time/time.h"
+#include "server/status_util.h"
+
+namespace iblip::server {
+
+void DetachableSink::OnDelta(SequenceDelta delta) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  if (target_ != nullptr) target_->OnDelta(std::move(delta));
+}
+
+void DetachableSink::OnComplete(const absl::Status& status, const UsageStats& usage) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  if (target_ != nullptr) target_->OnComplete(status, usage);
+}
+
+void DetachableSink::Detach() {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  target_ = nullptr;
+}
+
+v1::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStopSequence: return v1::FINISH_REASON_STOP_SEQUENCE;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
+    case FinishReason::kNone: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+v1::Usage ToProto(const UsageStats& usage) {
+  v1::Usage out;
+  out.set_prompt_tokens(usage.prompt_tokens);
+  out.set_image_tokens(usage.image_tokens);
+  out.set_generated_tokens(usage.generated_tokens);
+  out.set_queue_time_us(absl::ToInt64Microseconds(usage.queue_time));
+  out.set_time_to_first_token_us(absl::ToInt64Microseconds(usage.time_to_first_token));
+  out.set_total_time_us(absl::ToInt64Microseconds(usage.total_time));
+  out.set_seed(usage.seed);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// StreamGenerateReactor
+
+void StreamGenerateReactor::Attach(std::shared_ptr<GenerationRequest> request,
+                                   std::shared_ptr<DetachableSink> sink) {
+  request_ = std::move(request);
+  sink_ = std::move(sink);
+}
+
+void StreamGenerateReactor::OnDelta(SequenceDelta delta) {
+  v1::GenerateResponse message;
+  message.set_request_id(request_id_);
+  message.set_index(delta.index);
+  message.set_text(std::move(delta.text));
+  message.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  message.set_elapsed_us(absl::ToInt64Microseconds(delta.elapsed));
+  message.set_finish_reason(ToProto(delta.finish_reason));
+  Enqueue(std::move(message));
+}
+
+void StreamGenerateReactor::OnComplete(const absl::Status& status, const UsageStats& usage) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (finished_ || finish_requested_) return;
+  if (status.ok()) {
+    v1::GenerateResponse last;
+    last.set_request_id(request_id_);
+    last.set_elapsed_us(absl::ToInt64Microseconds(usage.total_time));
+    *last.mutable_usage() = ToProto(usage);
+    pending_.push_back(std::move(last));
+  }
+  finish_requested_ = true;
+  final_status_ = ToGrpcStatus(status);
+  Pump(lock);
+}
+
+void StreamGenerateReactor::Enqueue(v1::GenerateResponse message) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (finished_ || finish_requested_) return;
+  pending_.push_back(std::move(message));
+  Pump(lock);
+}
+
+void StreamGenerateReactor::Pump(std::unique_lock<std::mutex>& lock) {
+  if (writing_ || finished_) return;
+  if (!pending_.empty()) {
+    writing_ = true;
+    in_flight_ = std::move(pending_.front());
+    pending_.pop_front();
+    lock.unlock();
+    StartWrite(&in_flight_);
+    return;
+  }
+  if (finish_requested_) {
+    finished_ = true;
+    const grpc::Status status = final_status_;
+    lock.unlock();
+    Finish(status);
+  }
+}
+
+void StreamGenerateReactor::OnWriteDone(bool ok) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  writing_ = false;
+  if (!ok) {
+    // The client is gone: stop generating for it and end the RPC.
+    if (request_) request_->cancelled.store(true);
+    pending_.clear();
+    if (!finish_requested_) {
+      finish_requested_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client disconnected");
+    }
+  }
+  Pump(lock);
+}
+
+void StreamGenerateReactor::OnCancel() {
+  if (request_) request_->cancelled.store(true);
+  std::unique_lock<std::mutex> lock(mutex_);
+  pending_.clear();
+  if (!finish_requested_) {
+    finish_requested_ = true;
+    final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  }
+  Pump(lock);
+}
+
+void StreamGenerateReactor::OnDone() {
+  if (sink_) sink_->Detach();
+  delete this;
+}
+
+// ---------------------------------------------------------------------------
+// UnaryGenerateReactor
+
+void UnaryGenerateReactor::Attach(std::shared_ptr<GenerationRequest> request,
+                                  std::shared_ptr<DetachableSink> sink) {
+  request_ = std::move(request);
+  sink_ = std::move(sink);
+}
+
+void UnaryGenerateReactor::OnDelta(SequenceDelta delta) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (finished_) return;
+  while (response_->sequences_size() <= delta.index) response_->add_sequences();
+  v1::Sequence& sequence = *response_->mutable_sequences(delta.index);
+  sequence.mutable_text()->append(delta.text);
+  sequence.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  if (delta.finish_reason != FinishReason::kNone) {
+    sequence.set_finish_reason(ToProto(delta.finish_reason));
+  }
+}
+
+void UnaryGenerateReactor::OnComplete(const absl::Status& status, const UsageStats& usage) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+    response_->set_request_id(request_id_);
+    *response_->mutable_usage() = ToProto(usage);
+  }
+  Finish(ToGrpcStatus(status));
+}
+
+void UnaryGenerateReactor::OnCancel() {
+  if (request_) request_->cancelled.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+  }
+  Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+}
+
+void UnaryGenerateReactor::OnDone() {
+  if (sink_) sink_->Detach();
+  delete this;
+}
+
+}  // namespace iblip::server

@@ -1,0 +1,87 @@
+#pragma once
+
+// What travels from the gRPC handlers through preprocessing into the engine,
+// and what comes back. No gRPC or torch types here.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "model/runtime/image_preprocessor.h"
+#include "model/runtime/sampler.h"
+
+namespace iblip::server {
+
+enum class Priority { kLow = 0, kNormal = 1, kHigh = 2 };
+inline constexpr int kNumPriorities = 3;
+
+enum class FinishReason { kNone, kStop, kLength, kStopSequence, kCancelled, kError };
+
+// Decoding settings after validation and defaults: every field is set.
+struct GenerationSettings {
+  int max_new_tokens = 64;
+  int num_return_sequences = 1;
+  int num_beams = 1;
+  float length_penalty = 1.0f;
+  std::vector<std::string> stop_sequences;
+  uint64_t seed = 0;
+  model::SamplingParams sampling;  // eos_token_ids filled by the engine
+};
+
+// New output of one sequence.
+struct SequenceDelta {
+  int index = 0;
+  std::string text;
+  std::vector<int32_t> token_ids;
+  absl::Duration elapsed;  // since the request arrived
+  FinishReason finish_reason = FinishReason::kNone;
+};
+
+struct UsageStats {
+  int prompt_tokens = 0;
+  int image_tokens = 0;
+  int generated_tokens = 0;
+  absl::Duration queue_time;
+  absl::Duration time_to_first_token;
+  absl::Duration total_time;
+  uint64_t seed = 0;
+};
+
+// Where a request's results go. Implemented by the gRPC reactors.
+// Thread-safety: called from the engine thread (and the preprocessing pool
+// for early errors); implementations must be thread-safe and never block.
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  virtual void OnDelta(SequenceDelta delta) = 0;
+  // Called exactly once, last. OK status: every sequence finished.
+  virtual void OnComplete(const absl::Status& status, const UsageStats& usage) = 0;
+};
+
+// One request, shared by its reactor (which may cancel it) and the engine.
+struct GenerationRequest {
+  std::string request_id;
+  Priority priority = Priority::kNormal;
+  absl::Time arrival;
+  absl::Time deadline = absl::InfiniteFuture();
+  GenerationSettings settings;
+
+  // Filled by preprocessing.
+  std::string prompt;
+  model::PixelValues pixels;
+  std::vector<int32_t> prompt_ids;   // LM ids
+  std::vector<int32_t> qformer_ids;  // Q-Former ids
+
+  // Set by the reactor on client cancel/disconnect; the engine checks it at
+  // every decode step and drops the request.
+  std::atomic<bool> cancelled{false};
+
+  std::shared_ptr<ResponseSink> sink;
+};
+
+}  // namespace iblip::server

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "server/generation_request.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace iblip::server {
+
+// The server's Prometheus metrics (iblip_* names; seconds for durations,
+// as Prometheus recommends). Thread-safe: prometheus-cpp metrics are atomic.
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  std::shared_ptr<prometheus::Registry> registry() const;
+
+  // One per finished request, labelled by the gRPC code's name.
+  void RequestFinished(absl::StatusCode code);
+  // One per finished sequence, labelled by finish reason.
+  void SequenceFinished(FinishReason reason);
+  void ObserveQueueTime(absl::Duration d);
+  void ObserveTimeToFirstToken(absl::Duration d);
+  void ObserveInterTokenLatency(absl::Duration d);
+  void ObserveRequestDuration(absl::Duration d);
+  void AddPromptTokens(int n);
+  void AddGeneratedTokens(int n);
+  void SetWaiting(int n);
+  void SetRunning(int n);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iblip::server

@@ -1,0 +1,238 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/runtime/image_preprocessor.h"
+#include "model/runtime/instructblip_model.h"
+#include "model/runtime/lm_tokenizer.h"
+#include "model/runtime/package.h"
+#include "model/runtime/wordpiece_tokenizer.h"
+#include "server/engine.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+#include "server/metrics_http_server.h"
+#include "server/worker_pool.h"
+#include "spdlog/spdlog.h"
+
+#ifndef IBLIP_VERSION
+#define IBLIP_VERSION "dev"
+#endif
+
+namespace iblip::server {
+namespace {
+
+constexpr char kServiceName[] = "iblip.v1.InstructBlipService";
+constexpr int kWarmupTokens = 2;
+constexpr absl::Duration kWarmupTimeout = absl::Minutes(10);
+
+ServingLimits ResolveLimits(const config::LimitsConfig& c, const model::PackageManifest& m) {
+  ServingLimits limits;
+  limits.max_image_bytes = c.max_image_bytes();
+  limits.max_image_pixels = c.max_image_pixels();
+  limits.max_prompt_bytes = c.max_prompt_bytes();
+  limits.max_context_tokens = static_cast<uint32_t>(m.max_context_tokens);
+  // The prompt may use the whole context but one token after the image.
+  const uint32_t prompt_room = limits.max_context_tokens - m.num_query_tokens - 1;
+  limits.max_prompt_tokens =
+      c.has_max_prompt_tokens() ? std::min(c.max_prompt_tokens(), prompt_room) : prompt_room;
+  limits.max_new_tokens =
+      std::min<uint32_t>(c.max_new_tokens(), limits.max_context_tokens - m.num_query_tokens - 1);
+  limits.default_max_new_tokens = std::min(c.default_max_new_tokens(), limits.max_new_tokens);
+  limits.max_num_beams = c.max_num_beams();
+  limits.max_return_sequences = c.max_return_sequences();
+  limits.max_stop_sequences = c.max_stop_sequences();
+  limits.max_stop_sequence_bytes = c.max_stop_sequence_bytes();
+  limits.max_request_bytes = c.max_request_bytes();
+  limits.lm_vocab_size = static_cast<uint32_t>(m.lm_vocab_size);
+  return limits;
+}
+
+v1::ModelInfo BuildModelInfo(const model::PackageManifest& m, const ServingLimits& limits,
+                             const std::string& device) {
+  v1::ModelInfo info;
+  info.set_model_id(m.model_id);
+  info.set_lm_family(m.lm_family == model::LmFamily::kLlama ? v1::LANGUAGE_MODEL_FAMILY_LLAMA
+                                                            : v1::LANGUAGE_MODEL_FAMILY_T5);
+  info.set_lm_vocab_size(m.lm_vocab_size);
+  info.set_qformer_vocab_size(m.qformer_vocab_size);
+  info.set_num_query_tokens(m.num_query_tokens);
+  info.set_image_size(m.image.size);
+  info.mutable_eos_token_ids()->Add(m.eos_token_ids.begin(), m.eos_token_ids.end());
+  info.set_dtype(m.dtype);
+  info.set_device(device);
+  info.set_server_version(IBLIP_VERSION);
+  v1::Limits& l = *info.mutable_limits();
+  l.set_max_images_per_request(limits.max_images_per_request);
+  l.set_max_image_bytes(limits.max_image_bytes);
+  l.set_max_image_pixels(limits.max_image_pixels);
+  l.set_max_prompt_bytes(limits.max_prompt_bytes);
+  l.set_max_prompt_tokens(limits.max_prompt_tokens);
+  l.set_max_new_tokens(limits.max_new_tokens);
+  l.set_max_context_tokens(limits.max_context_tokens);
+  l.set_max_num_beams(limits.max_num_beams);
+  l.set_max_return_sequences(limits.max_return_sequences);
+  l.set_max_stop_sequences(limits.max_stop_sequences);
+  l.set_max_stop_sequence_bytes(limits.max_stop_sequence_bytes);
+  l.set_max_request_bytes(limits.max_request_bytes);
+  *info.mutable_default_parameters() = DefaultParameters(limits);
+  return info;
+}
+
+// Waits for one engine request (the warm-up) to finish.
+class WarmupSink final : public ResponseSink {
+ public:
+  void OnDelta(SequenceDelta) override {}
+  void OnComplete(const absl::Status& status, const UsageStats&) override {
+    done_.set_value(status);
+  }
+  std::future<absl::Status> result() { return done_.get_future(); }
+
+ private:
+  std::promise<absl::Status> done_;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  // Declaration order is construction order; destruction runs backwards
+  // (see the class comment).
+  std::string host;
+  int port = 0;
+  int metrics_port = 0;
+  model::PackageManifest manifest;
+  std::unique_ptr<model::InstructBlipModel> model;
+  std::unique_ptr<model::LmTokenizer> lm_tokenizer;
+  std::unique_ptr<model::WordPieceTokenizer> qformer_tokenizer;
+  std::unique_ptr<model::ImagePreprocessor> image_preprocessor;
+  std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<WorkerPool> preprocess_pool;
+  std::unique_ptr<InferenceService> service;
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  std::unique_ptr<grpc::Server> grpc_server;
+
+  void SetHealth(bool serving) {
+    auto* health = grpc_server->GetHealthCheckService();
+    health->SetServingStatus(serving);
+    health->SetServingStatus(kServiceName, serving);
+  }
+
+  absl::Status Warmup() {
+    RETURN_IF_ERROR(engine->Admit());
+    auto request = std::make_shared<GenerationRequest>();
+    request->request_id = "warmup";
+    request->arrival = absl::Now();
+    request->pixels.size = manifest.image.size;
+    request->pixels.chw.assign(3ull * manifest.image.size * manifest.image.size, 0.0f);
+    request->prompt_ids = lm_tokenizer->EncodePrompt("");
+    request->qformer_ids = qformer_tokenizer->Encode("");
+    request->settings.max_new_tokens = kWarmupTokens;
+    auto sink = std::make_shared<WarmupSink>();
+    auto result = sink->result();
+    request->sink = sink;
+    engine->Submit(std::move(request));
+    if (result.wait_for(absl::ToChronoSeconds(kWarmupTimeout)) != std::future_status::ready) {
+      return absl::DeadlineExceededError("warm-up did not finish in time");
+    }
+    return result.get();
+  }
+
+  ~Impl() {
+    if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now());
+  }
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+int Server::port() const { return impl_->port; }
+int Server::metrics_port() const { return impl_->metrics_port; }
+const std::string& Server::host() const { return impl_->host; }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
+  const config::ServerConfig& config = options.config;
+  auto impl = std::make_unique<Impl>();
+  impl->host = config.host();
+
+  ASSIGN_OR_RETURN(impl->manifest, model::LoadPackageManifest(options.model_dir));
+  const model::PackageManifest& manifest = impl->manifest;
+  ASSIGN_OR_RETURN(impl->lm_tokenizer, model::LmTokenizer::Load(manifest.lm_tokenizer));
+  ASSIGN_OR_RETURN(impl->qformer_tokenizer,
+                   model::WordPieceTokenizer::Load(manifest.qformer_tokenizer));
+  model::RuntimeOptions runtime;
+  runtime.device = config.runtime().device();
+  runtime.num_threads = static_cast<int>(config.runtime().num_threads());
+  ASSIGN_OR_RETURN(impl->model, model::InstructBlipModel::Load(manifest, runtime));
+
+  const ServingLimits limits = ResolveLimits(config.limits(), manifest);
+  impl->image_preprocessor = std::make_unique<model::ImagePreprocessor>(
+      manifest.image, model::ImagePreprocessor::Limits{limits.max_image_bytes,
+                                                       limits.max_image_pixels});
+  impl->metrics = std::make_unique<Metrics>();
+  Engine::Options engine_options;
+  engine_options.max_queue_size = static_cast<int>(config.scheduler().max_queue_size());
+  impl->engine = std::make_unique<Engine>(*impl->model, *impl->lm_tokenizer,
+                                          manifest.eos_token_ids, *impl->metrics, engine_options);
+  impl->engine->Start();
+  impl->preprocess_pool =
+      std::make_unique<WorkerPool>(static_cast<int>(config.runtime().preprocess_threads()));
+
+  InferenceService::Dependencies deps;
+  deps.engine = impl->engine.get();
+  deps.lm_tokenizer = impl->lm_tokenizer.get();
+  deps.qformer_tokenizer = impl->qformer_tokenizer.get();
+  deps.image_preprocessor = impl->image_preprocessor.get();
+  deps.preprocess_pool = impl->preprocess_pool.get();
+  deps.metrics = impl->metrics.get();
+  deps.limits = limits;
+  deps.model_info = BuildModelInfo(manifest, limits, impl->model->device());
+  impl->service = std::make_unique<InferenceService>(std::move(deps));
+
+  if (config.metrics_enabled()) {
+    ASSIGN_OR_RETURN(impl->metrics_http,
+                     MetricsHttpServer::Start(config.host(), static_cast<int>(config.metrics_port()),
+                                              impl->metrics->registry()));
+    impl->metrics_port = impl->metrics_http->port();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(config.host(), ":", config.port());
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
+  builder.RegisterService(impl->service.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
+  impl->grpc_server = builder.BuildAndStart();
+  if (impl->grpc_server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
+  }
+  impl->SetHealth(false);
+
+  const absl::Time warmup_start = absl::Now();
+  if (absl::Status warm = impl->Warmup(); !warm.ok()) {
+    return absl::InternalError(absl::StrCat("warm-up request failed: ", warm.message()));
+  }
+  spdlog::info("warm-up took {}", absl::FormatDuration(absl::Now() - warmup_start));
+  impl->service->SetAcceptingRequests(true);
+  impl->SetHealth(true);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+void Server::Drain(absl::Duration timeout) {
+  impl_->SetHealth(false);
+  impl_->service->SetAcceptingRequests(false);
+  impl_->engine->BeginDrain();
+  const bool idle = impl_->engine->WaitIdle(timeout);
+  spdlog::info(idle ? "drained: all requests finished"
+                    : "drain timeout: cancelling the requests still running");
+  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+}  // namespace iblip::server

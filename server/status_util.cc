@@ -1,0 +1,26 @@
+#include "server/status_util.h"
+
+#include <string>
+
+#include "absl/strings/ascii.h"
+
+namespace iblip::server {
+namespace {
+constexpr size_t kMaxMessageBytes = 1024;
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  std::string message(status.message());
+  if (message.size() > kMaxMessageBytes) {
+    message.resize(kMaxMessageBytes);
+    message += "...";
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
+}
+
+std::string StatusLabel(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
+
+}  // namespace iblip::server

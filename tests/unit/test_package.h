@@ -1,0 +1,35 @@
+#pragma once
+
+// Shared helpers for the unit tests: the tiny random package built by CMake,
+// the shared reference fixtures, and encoded test images.
+
+#include <memory>
+#include <string>
+
+#include "model/runtime/instructblip_model.h"
+#include "model/runtime/lm_tokenizer.h"
+#include "model/runtime/package.h"
+#include "model/runtime/wordpiece_tokenizer.h"
+
+namespace iblip::testing {
+
+// build/tiny-random-package (made by model/python/iblip_model/tiny_random.py).
+std::string TinyPackageDir();
+// ../shared/fixtures next to the checkout (the Hugging Face reference outputs).
+std::string FixturesDir();
+
+std::string ReadFileOrDie(const std::string& path);
+// A width x height image of one RGB color, encoded as `extension` (".png").
+std::string EncodeSolidImage(int width, int height, int r, int g, int b,
+                             const std::string& extension = ".png");
+
+// The tiny package loaded once per test binary (loading costs ~100 ms).
+struct TinyModel {
+  model::PackageManifest manifest;
+  std::unique_ptr<model::InstructBlipModel> model;
+  std::unique_ptr<model::LmTokenizer> lm_tokenizer;
+  std::unique_ptr<model::WordPieceTokenizer> qformer_tokenizer;
+};
+TinyModel& SharedTinyModel();
+
+}  // namespace iblip::testing
