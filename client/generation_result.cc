@@ -21,12 +21,18 @@ json UsageJson(const v1::Usage& u) {
 
 std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_STOP_SEQUENCE: return "stop_sequence";
-    case v1::FINISH_REASON_CANCELLED: return "cancelled";
-    case v1::FINISH_REASON_ERROR: return "error";
-    default: return "";
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_STOP_SEQUENCE:
+      return "stop_sequence";
+    case v1::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    case v1::FINISH_REASON_ERROR:
+      return "error";
+    default:
+      return "";
   }
 }
 
@@ -38,14 +44,16 @@ void GenerationResult::Add(const v1::GenerateResponse& message) {
   }
   Sequence& sequence = sequences_[message.index()];
   sequence.text += message.text();
-  sequence.token_ids.insert(sequence.token_ids.end(), message.token_ids().begin(),
+  sequence.token_ids.insert(sequence.token_ids.end(),
+                            message.token_ids().begin(),
                             message.token_ids().end());
   if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     sequence.finish_reason = message.finish_reason();
   }
 }
 
-GenerationResult GenerationResult::FromUnary(const v1::GenerateUnaryResponse& response) {
+GenerationResult GenerationResult::FromUnary(
+    const v1::GenerateUnaryResponse& response) {
   GenerationResult result;
   result.request_id_ = response.request_id();
   result.usage_ = response.usage();
@@ -65,7 +73,8 @@ std::string GenerationResult::ToJson() const {
                 {"text", s.text},
                 {"finish_reason", FinishReasonName(s.finish_reason)}};
   };
-  json out = sequences_.count(0) ? sequence_json(sequences_.at(0)) : sequence_json(Sequence{});
+  json out = sequences_.count(0) ? sequence_json(sequences_.at(0))
+                                 : sequence_json(Sequence{});
   out["request_id"] = request_id_;
   out["usage"] = UsageJson(usage_);
   if (sequences_.size() > 1) {

@@ -1,9 +1,9 @@
 // iblip-client: the command-line client of the iblip.v1 API.
 //
-//   iblip-client generate --server HOST:PORT --image FILE --prompt TEXT [options] [--json]
-//   iblip-client info     --server HOST:PORT
-//   iblip-client tokenize --server HOST:PORT --text TEXT
-//   iblip-client health   --server HOST:PORT [--service NAME]
+//   iblip-client generate --server HOST:PORT --image FILE --prompt TEXT
+//   [options] [--json] iblip-client info     --server HOST:PORT iblip-client
+//   tokenize --server HOST:PORT --text TEXT iblip-client health   --server
+//   HOST:PORT [--service NAME]
 //
 // Exit status: 0 success, 1 the server returned an error (code and message on
 // stderr), 2 bad command line, 3 the server is unreachable.
@@ -17,9 +17,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/command_line.h"
 #include "client/generation_result.h"
 #include "client/request_builder.h"
+#include "common/command_line.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "iblip/v1/iblip.grpc.pb.h"
@@ -35,7 +35,8 @@ constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
 constexpr char kDefaultServer[] = "localhost:50051";
 
-constexpr char kUsage[] = R"(usage: iblip-client COMMAND --server HOST:PORT [flags]
+constexpr char kUsage[] =
+    R"(usage: iblip-client COMMAND --server HOST:PORT [flags]
 
 commands:
   generate  --image FILE [--prompt TEXT] [--max-new-tokens N] [--min-new-tokens N]
@@ -53,12 +54,23 @@ common flags: --server HOST:PORT (default localhost:50051), --timeout SECONDS
 )";
 
 const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   const int index = static_cast<int>(code);
   return index >= 0 && index <= 16 ? kNames[index] : "UNKNOWN";
 }
@@ -78,10 +90,12 @@ int RpcError(const grpc::Status& status, const std::string& server) {
   return kExitRpcError;
 }
 
-void SetDeadline(const CommandLine& line, grpc::ClientContext& context, double timeout_s) {
+void SetDeadline(const CommandLine& line, grpc::ClientContext& context,
+                 double timeout_s) {
   if (line.Has("timeout")) {
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::microseconds(static_cast<long long>(timeout_s * 1e6)));
+    context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::microseconds(static_cast<long long>(timeout_s * 1e6)));
   }
 }
 
@@ -94,7 +108,8 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
-int Generate(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
+int Generate(const CommandLine& line,
+             const std::shared_ptr<grpc::Channel>& channel,
              const std::string& server, double timeout_s) {
   auto request = BuildGenerateRequest(line);
   if (!request.ok()) return UsageError(std::string(request.status().message()));
@@ -137,14 +152,19 @@ int Generate(const CommandLine& line, const std::shared_ptr<grpc::Channel>& chan
     std::cout << "[sequence " << index << "] " << sequence.text << "\n";
   }
   const v1::Usage& usage = result.usage();
-  const double decode_s = (usage.total_time_us() - usage.time_to_first_token_us()) / 1e6;
-  const double tok_per_s =
-      usage.generated_tokens() > 1 && decode_s > 0 ? (usage.generated_tokens() - 1) / decode_s : 0;
+  const double decode_s =
+      (usage.total_time_us() - usage.time_to_first_token_us()) / 1e6;
+  const double tok_per_s = usage.generated_tokens() > 1 && decode_s > 0
+                               ? (usage.generated_tokens() - 1) / decode_s
+                               : 0;
   const std::string reason =
-      result.sequences().count(0) ? FinishReasonName(result.sequences().at(0).finish_reason) : "";
-  std::fprintf(stderr, "[%u tokens, %s, time to first token %.0f ms, %.1f tok/s]\n",
-               usage.generated_tokens(), reason.c_str(), usage.time_to_first_token_us() / 1e3,
-               tok_per_s);
+      result.sequences().count(0)
+          ? FinishReasonName(result.sequences().at(0).finish_reason)
+          : "";
+  std::fprintf(stderr,
+               "[%u tokens, %s, time to first token %.0f ms, %.1f tok/s]\n",
+               usage.generated_tokens(), reason.c_str(),
+               usage.time_to_first_token_us() / 1e3, tok_per_s);
   return 0;
 }
 
@@ -154,13 +174,15 @@ int Info(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
   grpc::ClientContext context;
   SetDeadline(line, context, timeout_s);
   v1::ModelInfo info;
-  grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  grpc::Status status =
+      stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
   if (!status.ok()) return RpcError(status, server);
   std::cout << ToJson(info) << "\n";
   return 0;
 }
 
-int Tokenize(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
+int Tokenize(const CommandLine& line,
+             const std::shared_ptr<grpc::Channel>& channel,
              const std::string& server, double timeout_s) {
   auto text = line.Get("text");
   if (!text) return UsageError("tokenize needs --text TEXT");
@@ -176,7 +198,8 @@ int Tokenize(const CommandLine& line, const std::shared_ptr<grpc::Channel>& chan
   return 0;
 }
 
-int Health(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
+int Health(const CommandLine& line,
+           const std::shared_ptr<grpc::Channel>& channel,
            const std::string& server, double timeout_s) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
@@ -186,10 +209,12 @@ int Health(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channe
   grpc::health::v1::HealthCheckResponse response;
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) return RpcError(status, server);
-  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                   response.status())
             << "\n";
-  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0
-                                                                              : kExitRpcError;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING
+             ? 0
+             : kExitRpcError;
 }
 
 int Main(int argc, char** argv) {
@@ -203,7 +228,8 @@ int Main(int argc, char** argv) {
 
   std::set<std::string> known = {"server", "timeout", "help"};
   if (line.command() == "generate") {
-    for (const char* const* f = kGenerateFlags; *f != nullptr; ++f) known.insert(*f);
+    for (const char* const* f = kGenerateFlags; *f != nullptr; ++f)
+      known.insert(*f);
     known.insert({"json", "unary"});
   } else if (line.command() == "tokenize") {
     known.insert("text");
@@ -213,7 +239,8 @@ int Main(int argc, char** argv) {
     return UsageError(absl::StrCat("unknown command '", line.command(), "'"));
   }
   if (auto unknown = line.Unknown(known); !unknown.empty()) {
-    return UsageError(absl::StrCat("unknown flag --", absl::StrJoin(unknown, ", --"), " for ",
+    return UsageError(absl::StrCat("unknown flag --",
+                                   absl::StrJoin(unknown, ", --"), " for ",
                                    line.command()));
   }
   auto timeout = line.GetDouble("timeout");
@@ -223,11 +250,14 @@ int Main(int argc, char** argv) {
   const std::string server = line.Get("server").value_or(kDefaultServer);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(
+      server, grpc::InsecureChannelCredentials(), args);
 
-  if (line.command() == "generate") return Generate(line, channel, server, timeout_s);
+  if (line.command() == "generate")
+    return Generate(line, channel, server, timeout_s);
   if (line.command() == "info") return Info(line, channel, server, timeout_s);
-  if (line.command() == "tokenize") return Tokenize(line, channel, server, timeout_s);
+  if (line.command() == "tokenize")
+    return Tokenize(line, channel, server, timeout_s);
   return Health(line, channel, server, timeout_s);
 }
 

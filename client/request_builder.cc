@@ -8,17 +8,30 @@
 
 namespace iblip::client {
 
-const char* const kGenerateFlags[] = {
-    "image",      "prompt",  "max-new-tokens", "min-new-tokens",      "temperature",
-    "top-k",      "top-p",   "repetition-penalty", "length-penalty",  "num-beams",
-    "num-return-sequences", "stop", "seed",     "priority",            "request-id",
-    nullptr};
+const char* const kGenerateFlags[] = {"image",
+                                      "prompt",
+                                      "max-new-tokens",
+                                      "min-new-tokens",
+                                      "temperature",
+                                      "top-k",
+                                      "top-p",
+                                      "repetition-penalty",
+                                      "length-penalty",
+                                      "num-beams",
+                                      "num-return-sequences",
+                                      "stop",
+                                      "seed",
+                                      "priority",
+                                      "request-id",
+                                      nullptr};
 
 namespace {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot read '", path, "'"));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat("--image: cannot read '", path, "'"));
   std::stringstream bytes;
   bytes << in.rdbuf();
   return bytes.str();
@@ -26,14 +39,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::StatusOr<uint32_t> NonNegative(const std::string& flag, long long value) {
   if (value < 0 || value > UINT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": must be >= 0, got ", value));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": must be >= 0, got ", value));
   }
   return static_cast<uint32_t>(value);
 }
 
 }  // namespace
 
-absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line) {
+absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(
+    const CommandLine& line) {
   v1::GenerateRequest request;
   auto image = line.Get("image");
   if (!image) return absl::InvalidArgumentError("--image FILE is required");
@@ -48,8 +63,8 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line
     } else if (*priority == "high") {
       request.set_priority(v1::PRIORITY_HIGH);
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--priority: expected low, normal or high, got '", *priority, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--priority: expected low, normal or high, got '", *priority, "'"));
     }
   }
 
@@ -58,12 +73,15 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line
     const char* name;
     void (v1::GenerationParameters::*set)(uint32_t);
   };
-  for (const IntFlag& f : {IntFlag{"max-new-tokens", &v1::GenerationParameters::set_max_new_tokens},
-                           IntFlag{"min-new-tokens", &v1::GenerationParameters::set_min_new_tokens},
-                           IntFlag{"top-k", &v1::GenerationParameters::set_top_k},
-                           IntFlag{"num-beams", &v1::GenerationParameters::set_num_beams},
-                           IntFlag{"num-return-sequences",
-                                   &v1::GenerationParameters::set_num_return_sequences}}) {
+  for (const IntFlag& f :
+       {IntFlag{"max-new-tokens",
+                &v1::GenerationParameters::set_max_new_tokens},
+        IntFlag{"min-new-tokens",
+                &v1::GenerationParameters::set_min_new_tokens},
+        IntFlag{"top-k", &v1::GenerationParameters::set_top_k},
+        IntFlag{"num-beams", &v1::GenerationParameters::set_num_beams},
+        IntFlag{"num-return-sequences",
+                &v1::GenerationParameters::set_num_return_sequences}}) {
     ASSIGN_OR_RETURN(auto value, line.GetInt(f.name));
     if (value) {
       ASSIGN_OR_RETURN(uint32_t checked, NonNegative(f.name, *value));
@@ -77,8 +95,10 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line
   for (const FloatFlag& f :
        {FloatFlag{"temperature", &v1::GenerationParameters::set_temperature},
         FloatFlag{"top-p", &v1::GenerationParameters::set_top_p},
-        FloatFlag{"repetition-penalty", &v1::GenerationParameters::set_repetition_penalty},
-        FloatFlag{"length-penalty", &v1::GenerationParameters::set_length_penalty}}) {
+        FloatFlag{"repetition-penalty",
+                  &v1::GenerationParameters::set_repetition_penalty},
+        FloatFlag{"length-penalty",
+                  &v1::GenerationParameters::set_length_penalty}}) {
     ASSIGN_OR_RETURN(auto value, line.GetDouble(f.name));
     if (value) (p.*f.set)(static_cast<float>(*value));
   }
@@ -87,7 +107,8 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line
     if (*seed < 0) return absl::InvalidArgumentError("--seed: must be >= 0");
     p.set_seed(static_cast<uint64_t>(*seed));
   }
-  for (const std::string& stop : line.GetAll("stop")) p.add_stop_sequences(stop);
+  for (const std::string& stop : line.GetAll("stop"))
+    p.add_stop_sequences(stop);
   return request;
 }
 

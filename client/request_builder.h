@@ -13,6 +13,7 @@ extern const char* const kGenerateFlags[];
 
 // Builds a GenerateRequest from `generate` flags; reads --image from disk.
 // INVALID_ARGUMENT names the flag. Range checks are the server's job.
-absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(const CommandLine& line);
+absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(
+    const CommandLine& line);
 
 }  // namespace iblip::client

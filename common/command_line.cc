@@ -5,14 +5,15 @@
 
 namespace iblip {
 
-absl::StatusOr<CommandLine> CommandLine::Parse(int argc, char** argv,
-                                               const std::set<std::string>& switches) {
+absl::StatusOr<CommandLine> CommandLine::Parse(
+    int argc, char** argv, const std::set<std::string>& switches) {
   CommandLine line;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--", 0) != 0) {
       if (!line.command_.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unexpected argument '", arg, "'"));
       }
       line.command_ = arg;
       continue;
@@ -25,7 +26,9 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, char** argv,
     } else if (switches.count(name) != 0) {
       value = "true";
     } else {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     line.values_[name].push_back(value);
@@ -44,7 +47,8 @@ std::vector<std::string> CommandLine::GetAll(const std::string& name) const {
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
-std::vector<std::string> CommandLine::Unknown(const std::set<std::string>& known) const {
+std::vector<std::string> CommandLine::Unknown(
+    const std::set<std::string>& known) const {
   std::vector<std::string> unknown;
   for (const auto& [name, values] : values_) {
     if (known.count(name) == 0) unknown.push_back(name);
@@ -52,22 +56,26 @@ std::vector<std::string> CommandLine::Unknown(const std::set<std::string>& known
   return unknown;
 }
 
-absl::StatusOr<std::optional<long long>> CommandLine::GetInt(const std::string& name) const {
+absl::StatusOr<std::optional<long long>> CommandLine::GetInt(
+    const std::string& name) const {
   auto text = Get(name);
   if (!text) return std::optional<long long>();
   long long value;
   if (!absl::SimpleAtoi(*text, &value)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *text, "' is not an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", *text, "' is not an integer"));
   }
   return std::optional<long long>(value);
 }
 
-absl::StatusOr<std::optional<double>> CommandLine::GetDouble(const std::string& name) const {
+absl::StatusOr<std::optional<double>> CommandLine::GetDouble(
+    const std::string& name) const {
   auto text = Get(name);
   if (!text) return std::optional<double>();
   double value;
   if (!absl::SimpleAtod(*text, &value)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", *text, "' is not a number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", *text, "' is not a number"));
   }
   return std::optional<double>(value);
 }

@@ -16,8 +16,8 @@ class CommandLine {
  public:
   // `switches`: flags that take no value (e.g. "json"). Every other flag
   // takes exactly one value; repeated flags accumulate.
-  static absl::StatusOr<CommandLine> Parse(int argc, char** argv,
-                                           const std::set<std::string>& switches);
+  static absl::StatusOr<CommandLine> Parse(
+      int argc, char** argv, const std::set<std::string>& switches);
 
   const std::string& command() const { return command_; }
   bool Has(const std::string& name) const { return values_.count(name) != 0; }
@@ -27,8 +27,10 @@ class CommandLine {
   // Flags that were given but are not in `known`.
   std::vector<std::string> Unknown(const std::set<std::string>& known) const;
 
-  absl::StatusOr<std::optional<long long>> GetInt(const std::string& name) const;
-  absl::StatusOr<std::optional<double>> GetDouble(const std::string& name) const;
+  absl::StatusOr<std::optional<long long>> GetInt(
+      const std::string& name) const;
+  absl::StatusOr<std::optional<double>> GetDouble(
+      const std::string& name) const;
 
  private:
   std::string command_;

@@ -41,8 +41,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(absl::string_view text) {
   ErrorCollector errors;
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(std::string(text), &config)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config: ", errors.first()));
+    return absl::InvalidArgumentError(absl::StrCat("config: ", errors.first()));
   }
   return config;
 }
@@ -68,9 +67,11 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
   if (!config.has_metrics_port()) config.set_metrics_port(9090);
   if (!config.has_metrics_enabled()) config.set_metrics_enabled(true);
   if (!config.has_drain_timeout_s()) config.set_drain_timeout_s(30);
-  if (config.port() > 65535) return OutOfRange("port", config.port(), "must be <= 65535");
+  if (config.port() > 65535)
+    return OutOfRange("port", config.port(), "must be <= 65535");
   if (config.metrics_port() > 65535) {
-    return OutOfRange("metrics_port", config.metrics_port(), "must be <= 65535");
+    return OutOfRange("metrics_port", config.metrics_port(),
+                      "must be <= 65535");
   }
 
   RuntimeConfig& runtime = *config.mutable_runtime();
@@ -95,7 +96,8 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
   if (!limits.has_max_request_bytes()) {
     limits.set_max_request_bytes(limits.max_image_bytes() + kMiB);
   }
-  if (!limits.has_default_max_new_tokens()) limits.set_default_max_new_tokens(64);
+  if (!limits.has_default_max_new_tokens())
+    limits.set_default_max_new_tokens(64);
   if (limits.max_new_tokens() == 0) {
     return OutOfRange("limits.max_new_tokens", 0, "must be >= 1");
   }

@@ -9,8 +9,10 @@
 
 namespace iblip::server {
 
-Engine::Engine(model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-               std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options)
+Engine::Engine(model::InstructBlipModel& model,
+               const model::LmTokenizer& tokenizer,
+               std::vector<int32_t> eos_token_ids, Metrics& metrics,
+               Options options)
     : model_(model),
       tokenizer_(tokenizer),
       eos_token_ids_(std::move(eos_token_ids)),
@@ -27,20 +29,25 @@ Engine::~Engine() {
   // The thread is gone: fail whatever it did not start.
   for (auto& queue : queues_) {
     for (auto& request : queue) {
-      Complete(*request, absl::UnavailableError("server is shutting down"), UsageStats{});
+      Complete(*request, absl::UnavailableError("server is shutting down"),
+               UsageStats{});
     }
     queue.clear();
   }
 }
 
-void Engine::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Engine::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 absl::Status Engine::Admit() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (draining_ || stopping_) return absl::UnavailableError("server is shutting down");
+  if (draining_ || stopping_)
+    return absl::UnavailableError("server is shutting down");
   if (admitted_ >= options_.max_queue_size) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "server is at capacity (", options_.max_queue_size, " requests waiting); retry later"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("server is at capacity (", options_.max_queue_size,
+                     " requests waiting); retry later"));
   }
   ++admitted_;
   metrics_.SetWaiting(admitted_);
@@ -90,8 +97,9 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [this] {
-        return stopping_ || std::any_of(queues_.begin(), queues_.end(),
-                                        [](const auto& q) { return !q.empty(); });
+        return stopping_ ||
+               std::any_of(queues_.begin(), queues_.end(),
+                           [](const auto& q) { return !q.empty(); });
       });
       if (stopping_) return;
       request = PopLocked();
@@ -128,10 +136,13 @@ void Engine::Run(GenerationRequest& request) {
   usage.queue_time = start - request.arrival;
   metrics_.ObserveQueueTime(usage.queue_time);
   if (request.cancelled.load()) {
-    return Complete(request, absl::CancelledError("cancelled by the client"), usage);
+    return Complete(request, absl::CancelledError("cancelled by the client"),
+                    usage);
   }
   if (start > request.deadline) {
-    return Complete(request, absl::DeadlineExceededError("deadline exceeded while queued"), usage);
+    return Complete(
+        request, absl::DeadlineExceededError("deadline exceeded while queued"),
+        usage);
   }
   metrics_.AddPromptTokens(usage.prompt_tokens);
 
@@ -147,8 +158,9 @@ void Engine::Run(GenerationRequest& request) {
   Complete(request, absl::OkStatus(), usage);
 }
 
-absl::Status Engine::RunSequence(GenerationRequest& request, const model::ImageEmbedding& image,
-                                 int index, UsageStats& usage) {
+absl::Status Engine::RunSequence(GenerationRequest& request,
+                                 const model::ImageEmbedding& image, int index,
+                                 UsageStats& usage) {
   const GenerationSettings& settings = request.settings;
   model::SamplingParams params = settings.sampling;
   params.eos_token_ids = eos_token_ids_;
@@ -160,10 +172,12 @@ absl::Status Engine::RunSequence(GenerationRequest& request, const model::ImageE
   std::vector<int32_t> generated;
   absl::Time last_token = absl::Now();
   for (int step = 0; step < settings.max_new_tokens; ++step) {
-    if (request.cancelled.load()) return absl::CancelledError("cancelled by the client");
+    if (request.cancelled.load())
+      return absl::CancelledError("cancelled by the client");
     if (absl::Now() > request.deadline) {
       return absl::DeadlineExceededError(
-          absl::StrCat("deadline exceeded after ", usage.generated_tokens, " generated tokens"));
+          absl::StrCat("deadline exceeded after ", usage.generated_tokens,
+                       " generated tokens"));
     }
     auto logits = model_.NextTokenLogits(image, ids);
     if (!logits.ok()) return logits.status();
@@ -187,8 +201,8 @@ absl::Status Engine::RunSequence(GenerationRequest& request, const model::ImageE
     delta.token_ids = {token};
     model::TextStreamer::Delta text = streamer.Append(token);
     delta.text = std::move(text.text);
-    const bool eos = std::find(eos_token_ids_.begin(), eos_token_ids_.end(), token) !=
-                     eos_token_ids_.end();
+    const bool eos = std::find(eos_token_ids_.begin(), eos_token_ids_.end(),
+                               token) != eos_token_ids_.end();
     if (eos) {
       delta.finish_reason = FinishReason::kStop;
     } else if (text.stopped) {
@@ -196,7 +210,8 @@ absl::Status Engine::RunSequence(GenerationRequest& request, const model::ImageE
     } else if (step + 1 == settings.max_new_tokens) {
       delta.finish_reason = FinishReason::kLength;
     }
-    if (delta.finish_reason == FinishReason::kStop || delta.finish_reason == FinishReason::kLength) {
+    if (delta.finish_reason == FinishReason::kStop ||
+        delta.finish_reason == FinishReason::kLength) {
       delta.text += streamer.Finish();
     }
     delta.elapsed = now - request.arrival;

@@ -52,7 +52,8 @@ class Engine {
 
   // Refuses new admissions from now on (graceful drain).
   void BeginDrain();
-  // Waits until nothing is queued or running, or `timeout` passes; true if idle.
+  // Waits until nothing is queued or running, or `timeout` passes; true if
+  // idle.
   bool WaitIdle(absl::Duration timeout);
 
  private:
@@ -60,9 +61,11 @@ class Engine {
   std::shared_ptr<GenerationRequest> PopLocked();
   void Run(GenerationRequest& request);
   // Generates sequence `index`; returns its status (non-OK ends the request).
-  absl::Status RunSequence(GenerationRequest& request, const model::ImageEmbedding& image,
-                           int index, UsageStats& usage);
-  void Complete(GenerationRequest& request, const absl::Status& status, const UsageStats& usage);
+  absl::Status RunSequence(GenerationRequest& request,
+                           const model::ImageEmbedding& image, int index,
+                           UsageStats& usage);
+  void Complete(GenerationRequest& request, const absl::Status& status,
+                const UsageStats& usage);
 
   // Constant after construction.
   model::InstructBlipModel& model_;
@@ -75,7 +78,8 @@ class Engine {
   std::condition_variable wake_;  // work arrived or stopping
   std::condition_variable idle_;  // a request finished
   // Guarded by mutex_:
-  std::array<std::deque<std::shared_ptr<GenerationRequest>>, kNumPriorities> queues_;
+  std::array<std::deque<std::shared_ptr<GenerationRequest>>, kNumPriorities>
+      queues_;
   int admitted_ = 0;  // reserved places: being preprocessed or queued
   bool running_ = false;
   bool draining_ = false;

@@ -10,7 +10,8 @@ void DetachableSink::OnDelta(SequenceDelta delta) {
   if (target_ != nullptr) target_->OnDelta(std::move(delta));
 }
 
-void DetachableSink::OnComplete(const absl::Status& status, const UsageStats& usage) {
+void DetachableSink::OnComplete(const absl::Status& status,
+                                const UsageStats& usage) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
   if (target_ != nullptr) target_->OnComplete(status, usage);
 }
@@ -22,12 +23,18 @@ void DetachableSink::Detach() {
 
 v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
-    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kStopSequence: return v1::FINISH_REASON_STOP_SEQUENCE;
-    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
-    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
-    case FinishReason::kNone: break;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStopSequence:
+      return v1::FINISH_REASON_STOP_SEQUENCE;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kError:
+      return v1::FINISH_REASON_ERROR;
+    case FinishReason::kNone:
+      break;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -38,7 +45,8 @@ v1::Usage ToProto(const UsageStats& usage) {
   out.set_image_tokens(usage.image_tokens);
   out.set_generated_tokens(usage.generated_tokens);
   out.set_queue_time_us(absl::ToInt64Microseconds(usage.queue_time));
-  out.set_time_to_first_token_us(absl::ToInt64Microseconds(usage.time_to_first_token));
+  out.set_time_to_first_token_us(
+      absl::ToInt64Microseconds(usage.time_to_first_token));
   out.set_total_time_us(absl::ToInt64Microseconds(usage.total_time));
   out.set_seed(usage.seed);
   return out;
@@ -58,13 +66,15 @@ void StreamGenerateReactor::OnDelta(SequenceDelta delta) {
   message.set_request_id(request_id_);
   message.set_index(delta.index);
   message.set_text(std::move(delta.text));
-  message.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  message.mutable_token_ids()->Add(delta.token_ids.begin(),
+                                   delta.token_ids.end());
   message.set_elapsed_us(absl::ToInt64Microseconds(delta.elapsed));
   message.set_finish_reason(ToProto(delta.finish_reason));
   Enqueue(std::move(message));
 }
 
-void StreamGenerateReactor::OnComplete(const absl::Status& status, const UsageStats& usage) {
+void StreamGenerateReactor::OnComplete(const absl::Status& status,
+                                       const UsageStats& usage) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (finished_ || finish_requested_) return;
   if (status.ok()) {
@@ -113,7 +123,8 @@ void StreamGenerateReactor::OnWriteDone(bool ok) {
     pending_.clear();
     if (!finish_requested_) {
       finish_requested_ = true;
-      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client disconnected");
+      final_status_ =
+          grpc::Status(grpc::StatusCode::CANCELLED, "client disconnected");
     }
   }
   Pump(lock);
@@ -150,13 +161,15 @@ void UnaryGenerateReactor::OnDelta(SequenceDelta delta) {
   while (response_->sequences_size() <= delta.index) response_->add_sequences();
   v1::Sequence& sequence = *response_->mutable_sequences(delta.index);
   sequence.mutable_text()->append(delta.text);
-  sequence.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  sequence.mutable_token_ids()->Add(delta.token_ids.begin(),
+                                    delta.token_ids.end());
   if (delta.finish_reason != FinishReason::kNone) {
     sequence.set_finish_reason(ToProto(delta.finish_reason));
   }
 }
 
-void UnaryGenerateReactor::OnComplete(const absl::Status& status, const UsageStats& usage) {
+void UnaryGenerateReactor::OnComplete(const absl::Status& status,
+                                      const UsageStats& usage) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;

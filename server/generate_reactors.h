@@ -37,10 +37,12 @@ v1::Usage ToProto(const UsageStats& usage);
 // Server-streaming Generate. At most one write in flight; results queue in
 // `pending_` meanwhile (the engine never waits for a slow reader). Finish is
 // called exactly once: after the last write, or at cancellation.
-class StreamGenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
-                                    public ResponseSink {
+class StreamGenerateReactor final
+    : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+      public ResponseSink {
  public:
-  explicit StreamGenerateReactor(std::string request_id) : request_id_(std::move(request_id)) {}
+  explicit StreamGenerateReactor(std::string request_id)
+      : request_id_(std::move(request_id)) {}
 
   // Gives the reactor the request to cancel on OnCancel; call before
   // handing the request to the engine.
@@ -71,14 +73,16 @@ class StreamGenerateReactor final : public grpc::ServerWriteReactor<v1::Generate
   v1::GenerateResponse in_flight_;            // owned by the write in flight
   bool writing_ = false;                      // guarded by mutex_
   bool finish_requested_ = false;             // guarded by mutex_
-  bool finished_ = false;                     // Finish called; guarded by mutex_
-  grpc::Status final_status_;                 // guarded by mutex_
+  bool finished_ = false;      // Finish called; guarded by mutex_
+  grpc::Status final_status_;  // guarded by mutex_
 };
 
 // GenerateUnary: collects every sequence and answers once.
-class UnaryGenerateReactor final : public grpc::ServerUnaryReactor, public ResponseSink {
+class UnaryGenerateReactor final : public grpc::ServerUnaryReactor,
+                                   public ResponseSink {
  public:
-  UnaryGenerateReactor(std::string request_id, v1::GenerateUnaryResponse* response)
+  UnaryGenerateReactor(std::string request_id,
+                       v1::GenerateUnaryResponse* response)
       : request_id_(std::move(request_id)), response_(response) {}
 
   void Attach(std::shared_ptr<GenerationRequest> request,

@@ -20,7 +20,14 @@ namespace iblip::server {
 enum class Priority { kLow = 0, kNormal = 1, kHigh = 2 };
 inline constexpr int kNumPriorities = 3;
 
-enum class FinishReason { kNone, kStop, kLength, kStopSequence, kCancelled, kError };
+enum class FinishReason {
+  kNone,
+  kStop,
+  kLength,
+  kStopSequence,
+  kCancelled,
+  kError
+};
 
 // Decoding settings after validation and defaults: every field is set.
 struct GenerationSettings {
@@ -60,7 +67,8 @@ class ResponseSink {
   virtual ~ResponseSink() = default;
   virtual void OnDelta(SequenceDelta delta) = 0;
   // Called exactly once, last. OK status: every sequence finished.
-  virtual void OnComplete(const absl::Status& status, const UsageStats& usage) = 0;
+  virtual void OnComplete(const absl::Status& status,
+                          const UsageStats& usage) = 0;
 };
 
 // One request, shared by its reactor (which may cancel it) and the engine.

@@ -13,7 +13,8 @@ namespace iblip::server {
 namespace {
 
 absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
-  if (t == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  if (t == std::chrono::system_clock::time_point::max())
+    return absl::InfiniteFuture();
   return absl::FromChrono(t);
 }
 
@@ -28,24 +29,28 @@ uint64_t RandomSeed() {
 std::string InferenceService::NewRequestId() {
   // A per-process random prefix keeps ids unique across replicas and restarts.
   static const uint32_t prefix = static_cast<uint32_t>(std::random_device{}());
-  return absl::StrFormat("req-%08x-%d", prefix, next_request_number_.fetch_add(1));
+  return absl::StrFormat("req-%08x-%d", prefix,
+                         next_request_number_.fetch_add(1));
 }
 
 template <typename Reactor>
 void InferenceService::StartGeneration(grpc::CallbackServerContext* context,
                                        const v1::GenerateRequest& request,
-                                       const std::string& request_id, Reactor* reactor) {
+                                       const std::string& request_id,
+                                       Reactor* reactor) {
   const absl::Time arrival = absl::Now();
   auto fail = [&](const absl::Status& status) {
     deps_.metrics->RequestFinished(status.code());
     reactor->OnComplete(status, UsageStats{});
   };
   if (!accepting_.load()) {
-    return fail(absl::UnavailableError("server is not ready or is shutting down"));
+    return fail(
+        absl::UnavailableError("server is not ready or is shutting down"));
   }
   auto validated = ValidateGenerateRequest(request, deps_.limits, RandomSeed());
   if (!validated.ok()) return fail(validated.status());
-  if (absl::Status admitted = deps_.engine->Admit(); !admitted.ok()) return fail(admitted);
+  if (absl::Status admitted = deps_.engine->Admit(); !admitted.ok())
+    return fail(admitted);
 
   auto generation = std::make_shared<GenerationRequest>();
   generation->request_id = request_id;
@@ -70,57 +75,62 @@ void InferenceService::Preprocess(std::shared_ptr<GenerationRequest> request,
     deps_.metrics->RequestFinished(status.code());
     request->sink->OnComplete(status, UsageStats{});
   };
-  if (request->cancelled.load()) return reject(absl::CancelledError("cancelled by the client"));
-  auto pixels = deps_.image_preprocessor->Process(image_bytes, "images[0].data");
+  if (request->cancelled.load())
+    return reject(absl::CancelledError("cancelled by the client"));
+  auto pixels =
+      deps_.image_preprocessor->Process(image_bytes, "images[0].data");
   if (!pixels.ok()) return reject(pixels.status());
   request->pixels = std::move(*pixels);
   request->prompt_ids = deps_.lm_tokenizer->EncodePrompt(request->prompt);
   request->qformer_ids = deps_.qformer_tokenizer->Encode(request->prompt);
-  absl::Status budget =
-      ValidateTokenBudget(request->prompt_ids.size(), deps_.model_info.num_query_tokens(),
-                          request->settings, deps_.limits);
+  absl::Status budget = ValidateTokenBudget(request->prompt_ids.size(),
+                                            deps_.model_info.num_query_tokens(),
+                                            request->settings, deps_.limits);
   if (!budget.ok()) return reject(budget);
   deps_.engine->Submit(std::move(request));
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  std::string id = request->request_id().empty() ? NewRequestId() : request->request_id();
+  std::string id =
+      request->request_id().empty() ? NewRequestId() : request->request_id();
   auto* reactor = new StreamGenerateReactor(id);
   StartGeneration(context, *request, id, reactor);
   return reactor;
 }
 
-grpc::ServerUnaryReactor* InferenceService::GenerateUnary(grpc::CallbackServerContext* context,
-                                                          const v1::GenerateRequest* request,
-                                                          v1::GenerateUnaryResponse* response) {
-  std::string id = request->request_id().empty() ? NewRequestId() : request->request_id();
+grpc::ServerUnaryReactor* InferenceService::GenerateUnary(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
+    v1::GenerateUnaryResponse* response) {
+  std::string id =
+      request->request_id().empty() ? NewRequestId() : request->request_id();
   auto* reactor = new UnaryGenerateReactor(id, response);
   StartGeneration(context, *request, id, reactor);
   return reactor;
 }
 
-grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                         const v1::GetModelInfoRequest*,
-                                                         v1::ModelInfo* response) {
+grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
+    grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
+    v1::ModelInfo* response) {
   *response = deps_.model_info;
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
-grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
-                                                     const v1::TokenizeRequest* request,
-                                                     v1::TokenizeResponse* response) {
+grpc::ServerUnaryReactor* InferenceService::Tokenize(
+    grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
+    v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
   if (request->text().size() > deps_.limits.max_prompt_bytes) {
-    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-        "text: must be at most ", deps_.limits.max_prompt_bytes, " bytes, got ",
-        request->text().size()))));
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("text: must be at most ", deps_.limits.max_prompt_bytes,
+                     " bytes, got ", request->text().size()))));
     return reactor;
   }
   if (!IsValidUtf8(request->text())) {
-    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("text: is not valid UTF-8")));
+    reactor->Finish(
+        ToGrpcStatus(absl::InvalidArgumentError("text: is not valid UTF-8")));
     return reactor;
   }
   deps_.preprocess_pool->Post([this, reactor, request, response] {

@@ -40,10 +40,11 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
   void SetAcceptingRequests(bool accepting) { accepting_.store(accepting); }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
-  grpc::ServerUnaryReactor* GenerateUnary(grpc::CallbackServerContext* context,
-                                          const v1::GenerateRequest* request,
-                                          v1::GenerateUnaryResponse* response) override;
+      grpc::CallbackServerContext* context,
+      const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GenerateUnary(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
+      v1::GenerateUnaryResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
@@ -55,10 +56,12 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
   // Validates, admits and schedules preprocessing; results and errors go to
   // `reactor` (a ResponseSink with Attach()).
   template <typename Reactor>
-  void StartGeneration(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+  void StartGeneration(grpc::CallbackServerContext* context,
+                       const v1::GenerateRequest& request,
                        const std::string& request_id, Reactor* reactor);
   // Runs on the preprocessing pool: decode, tokenize, budget check, submit.
-  void Preprocess(std::shared_ptr<GenerationRequest> request, std::string image_bytes);
+  void Preprocess(std::shared_ptr<GenerationRequest> request,
+                  std::string image_bytes);
   std::string NewRequestId();
 
   Dependencies deps_;

@@ -1,4 +1,5 @@
-// iblip-server --model PACKAGE_DIR [--config FILE] [--port N] [--metrics-port N]
+// iblip-server --model PACKAGE_DIR [--config FILE] [--port N] [--metrics-port
+// N]
 //              [--host ADDRESS] [--threads N]
 //
 // Flags override the config file. Prints one line to stdout once it is
@@ -50,9 +51,10 @@ int main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (!line.command().empty()) return UsageError("unexpected argument '" + line.command() + "'");
-  if (auto unknown = line.Unknown({"model", "config", "host", "port", "metrics-port", "threads",
-                                   "help"});
+  if (!line.command().empty())
+    return UsageError("unexpected argument '" + line.command() + "'");
+  if (auto unknown = line.Unknown({"model", "config", "host", "port",
+                                   "metrics-port", "threads", "help"});
       !unknown.empty()) {
     return UsageError("unknown flag --" + absl::StrJoin(unknown, ", --"));
   }
@@ -70,7 +72,8 @@ int main(int argc, char** argv) {
   iblip::config::ServerConfig config;
   if (auto path = line.Get("config")) {
     auto loaded = iblip::config::LoadServerConfig(*path);
-    if (!loaded.ok()) return StartupError(std::string(loaded.status().message()));
+    if (!loaded.ok())
+      return StartupError(std::string(loaded.status().message()));
     config = std::move(*loaded);
   }
   if (auto host = line.Get("host")) config.set_host(*host);
@@ -78,22 +81,25 @@ int main(int argc, char** argv) {
     auto value = line.GetInt(flag);
     if (!value.ok()) return UsageError(std::string(value.status().message()));
     if (!value->has_value()) continue;
-    if (**value < 0) return UsageError(std::string("--") + flag + " must be >= 0");
+    if (**value < 0)
+      return UsageError(std::string("--") + flag + " must be >= 0");
     const auto v = static_cast<uint32_t>(**value);
     if (std::string(flag) == "port") config.set_port(v);
     if (std::string(flag) == "metrics-port") config.set_metrics_port(v);
-    if (std::string(flag) == "threads") config.mutable_runtime()->set_num_threads(v);
+    if (std::string(flag) == "threads")
+      config.mutable_runtime()->set_num_threads(v);
   }
   auto resolved = iblip::config::WithDefaults(std::move(config));
-  if (!resolved.ok()) return StartupError(std::string(resolved.status().message()));
+  if (!resolved.ok())
+    return StartupError(std::string(resolved.status().message()));
 
   spdlog::info("loading model package {}", model_dir);
   auto server = iblip::server::Server::Create({model_dir, *resolved});
   if (!server.ok()) return StartupError(server.status().ToString());
 
   const std::string host = (*server)->host();
-  std::printf("iblip-server ready grpc=%s:%d metrics=%s:%d\n", host.c_str(), (*server)->port(),
-              host.c_str(), (*server)->metrics_port());
+  std::printf("iblip-server ready grpc=%s:%d metrics=%s:%d\n", host.c_str(),
+              (*server)->port(), host.c_str(), (*server)->metrics_port());
   std::fflush(stdout);
   spdlog::info("serving on {}:{} (metrics on port {})", host, (*server)->port(),
                (*server)->metrics_port());

@@ -20,12 +20,18 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
 
 std::string ReasonLabel(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStopSequence: return "stop_sequence";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
-    case FinishReason::kNone: break;
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStopSequence:
+      return "stop_sequence";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      break;
   }
   return "none";
 }
@@ -33,7 +39,8 @@ std::string ReasonLabel(FinishReason reason) {
 }  // namespace
 
 struct Metrics::Impl {
-  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<prometheus::Registry> registry =
+      std::make_shared<prometheus::Registry>();
   prometheus::Family<prometheus::Counter>& requests =
       prometheus::BuildCounter()
           .Name("iblip_requests_total")
@@ -44,53 +51,61 @@ struct Metrics::Impl {
           .Name("iblip_sequences_total")
           .Help("Finished sequences by finish reason")
           .Register(*registry);
-  prometheus::Counter& prompt_tokens = prometheus::BuildCounter()
-                                           .Name("iblip_prompt_tokens_total")
-                                           .Help("Language-model prompt tokens processed")
-                                           .Register(*registry)
-                                           .Add({});
-  prometheus::Counter& generated_tokens = prometheus::BuildCounter()
-                                              .Name("iblip_generated_tokens_total")
-                                              .Help("Tokens generated")
-                                              .Register(*registry)
-                                              .Add({});
+  prometheus::Counter& prompt_tokens =
+      prometheus::BuildCounter()
+          .Name("iblip_prompt_tokens_total")
+          .Help("Language-model prompt tokens processed")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& generated_tokens =
+      prometheus::BuildCounter()
+          .Name("iblip_generated_tokens_total")
+          .Help("Tokens generated")
+          .Register(*registry)
+          .Add({});
   prometheus::Histogram& queue_time =
       prometheus::BuildHistogram()
           .Name("iblip_request_queue_duration_seconds")
           .Help("Time from arrival until the engine starts the request")
           .Register(*registry)
           .Add({}, kLatencyBuckets);
-  prometheus::Histogram& ttft = prometheus::BuildHistogram()
-                                    .Name("iblip_time_to_first_token_seconds")
-                                    .Help("Time from arrival until the first generated token")
-                                    .Register(*registry)
-                                    .Add({}, kLatencyBuckets);
-  prometheus::Histogram& itl = prometheus::BuildHistogram()
-                                   .Name("iblip_inter_token_latency_seconds")
-                                   .Help("Time between consecutive tokens of a sequence")
-                                   .Register(*registry)
-                                   .Add({}, kLatencyBuckets);
-  prometheus::Histogram& e2e = prometheus::BuildHistogram()
-                                   .Name("iblip_request_duration_seconds")
-                                   .Help("Time from arrival until the request finished")
-                                   .Register(*registry)
-                                   .Add({}, kLatencyBuckets);
+  prometheus::Histogram& ttft =
+      prometheus::BuildHistogram()
+          .Name("iblip_time_to_first_token_seconds")
+          .Help("Time from arrival until the first generated token")
+          .Register(*registry)
+          .Add({}, kLatencyBuckets);
+  prometheus::Histogram& itl =
+      prometheus::BuildHistogram()
+          .Name("iblip_inter_token_latency_seconds")
+          .Help("Time between consecutive tokens of a sequence")
+          .Register(*registry)
+          .Add({}, kLatencyBuckets);
+  prometheus::Histogram& e2e =
+      prometheus::BuildHistogram()
+          .Name("iblip_request_duration_seconds")
+          .Help("Time from arrival until the request finished")
+          .Register(*registry)
+          .Add({}, kLatencyBuckets);
   prometheus::Gauge& waiting = prometheus::BuildGauge()
                                    .Name("iblip_requests_waiting")
                                    .Help("Requests admitted but not started")
                                    .Register(*registry)
                                    .Add({});
-  prometheus::Gauge& running = prometheus::BuildGauge()
-                                   .Name("iblip_requests_running")
-                                   .Help("Requests the engine is generating for")
-                                   .Register(*registry)
-                                   .Add({});
+  prometheus::Gauge& running =
+      prometheus::BuildGauge()
+          .Name("iblip_requests_running")
+          .Help("Requests the engine is generating for")
+          .Register(*registry)
+          .Add({});
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
 Metrics::~Metrics() = default;
 
-std::shared_ptr<prometheus::Registry> Metrics::registry() const { return impl_->registry; }
+std::shared_ptr<prometheus::Registry> Metrics::registry() const {
+  return impl_->registry;
+}
 
 void Metrics::RequestFinished(absl::StatusCode code) {
   impl_->requests.Add({{"code", StatusLabel(code)}}).Increment();
@@ -98,12 +113,22 @@ void Metrics::RequestFinished(absl::StatusCode code) {
 void Metrics::SequenceFinished(FinishReason reason) {
   impl_->sequences.Add({{"finish_reason", ReasonLabel(reason)}}).Increment();
 }
-void Metrics::ObserveQueueTime(absl::Duration d) { impl_->queue_time.Observe(absl::ToDoubleSeconds(d)); }
-void Metrics::ObserveTimeToFirstToken(absl::Duration d) { impl_->ttft.Observe(absl::ToDoubleSeconds(d)); }
-void Metrics::ObserveInterTokenLatency(absl::Duration d) { impl_->itl.Observe(absl::ToDoubleSeconds(d)); }
-void Metrics::ObserveRequestDuration(absl::Duration d) { impl_->e2e.Observe(absl::ToDoubleSeconds(d)); }
+void Metrics::ObserveQueueTime(absl::Duration d) {
+  impl_->queue_time.Observe(absl::ToDoubleSeconds(d));
+}
+void Metrics::ObserveTimeToFirstToken(absl::Duration d) {
+  impl_->ttft.Observe(absl::ToDoubleSeconds(d));
+}
+void Metrics::ObserveInterTokenLatency(absl::Duration d) {
+  impl_->itl.Observe(absl::ToDoubleSeconds(d));
+}
+void Metrics::ObserveRequestDuration(absl::Duration d) {
+  impl_->e2e.Observe(absl::ToDoubleSeconds(d));
+}
 void Metrics::AddPromptTokens(int n) { impl_->prompt_tokens.Increment(n); }
-void Metrics::AddGeneratedTokens(int n) { impl_->generated_tokens.Increment(n); }
+void Metrics::AddGeneratedTokens(int n) {
+  impl_->generated_tokens.Increment(n);
+}
 void Metrics::SetWaiting(int n) { impl_->waiting.Set(n); }
 void Metrics::SetRunning(int n) { impl_->running.Set(n); }
 

@@ -26,7 +26,8 @@ class MetricsHttpServer {
  public:
   // Binds host:port (port 0 = any free port) and starts serving `registry`.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& host, int port,
+      std::shared_ptr<prometheus::Registry> registry);
   // Stops accepting and joins the thread.
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
@@ -35,7 +36,8 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  MetricsHttpServer(int listen_fd, int port, std::shared_ptr<prometheus::Registry> registry);
+  MetricsHttpServer(int listen_fd, int port,
+                    std::shared_ptr<prometheus::Registry> registry);
   void Serve();
   void HandleConnection(int fd);
 

@@ -15,57 +15,74 @@ constexpr float kMaxRepetitionPenalty = 10.0f;
 constexpr float kMaxAbsLengthPenalty = 10.0f;
 
 template <typename T>
-absl::Status Invalid(absl::string_view field, absl::string_view rule, const T& got) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", rule, ", got ", got));
+absl::Status Invalid(absl::string_view field, absl::string_view rule,
+                     const T& got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", rule, ", got ", got));
 }
 
-absl::Status CheckParameters(const v1::GenerationParameters& p, const ServingLimits& limits) {
+absl::Status CheckParameters(const v1::GenerationParameters& p,
+                             const ServingLimits& limits) {
   if (p.has_max_new_tokens() &&
       (p.max_new_tokens() < 1 || p.max_new_tokens() > limits.max_new_tokens)) {
     return Invalid("parameters.max_new_tokens",
-                   absl::StrCat("must be in [1, ", limits.max_new_tokens, "]"), p.max_new_tokens());
+                   absl::StrCat("must be in [1, ", limits.max_new_tokens, "]"),
+                   p.max_new_tokens());
   }
-  if (p.has_temperature() && !(p.temperature() >= 0 && p.temperature() <= kMaxTemperature)) {
-    return Invalid("parameters.temperature", absl::StrCat("must be in [0, ", kMaxTemperature, "]"),
+  if (p.has_temperature() &&
+      !(p.temperature() >= 0 && p.temperature() <= kMaxTemperature)) {
+    return Invalid("parameters.temperature",
+                   absl::StrCat("must be in [0, ", kMaxTemperature, "]"),
                    p.temperature());
   }
   if (p.has_top_k() && p.top_k() > limits.lm_vocab_size) {
     return Invalid("parameters.top_k",
-                   absl::StrCat("must be in [0, ", limits.lm_vocab_size, "] (vocabulary size)"),
+                   absl::StrCat("must be in [0, ", limits.lm_vocab_size,
+                                "] (vocabulary size)"),
                    p.top_k());
   }
   if (p.has_top_p() && !(p.top_p() > 0 && p.top_p() <= 1)) {
     return Invalid("parameters.top_p", "must be in (0, 1]", p.top_p());
   }
   if (p.has_repetition_penalty() &&
-      !(p.repetition_penalty() > 0 && p.repetition_penalty() <= kMaxRepetitionPenalty)) {
+      !(p.repetition_penalty() > 0 &&
+        p.repetition_penalty() <= kMaxRepetitionPenalty)) {
     return Invalid("parameters.repetition_penalty",
                    absl::StrCat("must be in (0, ", kMaxRepetitionPenalty, "]"),
                    p.repetition_penalty());
   }
-  if (p.has_length_penalty() && !(std::fabs(p.length_penalty()) <= kMaxAbsLengthPenalty)) {
+  if (p.has_length_penalty() &&
+      !(std::fabs(p.length_penalty()) <= kMaxAbsLengthPenalty)) {
     return Invalid("parameters.length_penalty",
-                   absl::StrCat("must be in [-", kMaxAbsLengthPenalty, ", ", kMaxAbsLengthPenalty, "]"),
+                   absl::StrCat("must be in [-", kMaxAbsLengthPenalty, ", ",
+                                kMaxAbsLengthPenalty, "]"),
                    p.length_penalty());
   }
-  if (p.has_num_beams() && (p.num_beams() < 1 || p.num_beams() > limits.max_num_beams)) {
-    return Invalid("parameters.num_beams", absl::StrCat("must be in [1, ", limits.max_num_beams, "]"),
+  if (p.has_num_beams() &&
+      (p.num_beams() < 1 || p.num_beams() > limits.max_num_beams)) {
+    return Invalid("parameters.num_beams",
+                   absl::StrCat("must be in [1, ", limits.max_num_beams, "]"),
                    p.num_beams());
   }
   if (p.stop_sequences_size() > static_cast<int>(limits.max_stop_sequences)) {
-    return Invalid("parameters.stop_sequences",
-                   absl::StrCat("at most ", limits.max_stop_sequences, " are allowed"),
-                   p.stop_sequences_size());
+    return Invalid(
+        "parameters.stop_sequences",
+        absl::StrCat("at most ", limits.max_stop_sequences, " are allowed"),
+        p.stop_sequences_size());
   }
   for (int i = 0; i < p.stop_sequences_size(); ++i) {
     const std::string& stop = p.stop_sequences(i);
-    const std::string field = absl::StrCat("parameters.stop_sequences[", i, "]");
+    const std::string field =
+        absl::StrCat("parameters.stop_sequences[", i, "]");
     if (stop.empty() || stop.size() > limits.max_stop_sequence_bytes) {
-      return Invalid(field, absl::StrCat("must be 1 to ", limits.max_stop_sequence_bytes, " bytes"),
+      return Invalid(field,
+                     absl::StrCat("must be 1 to ",
+                                  limits.max_stop_sequence_bytes, " bytes"),
                      stop.size());
     }
     if (!IsValidUtf8(stop)) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": is not valid UTF-8"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": is not valid UTF-8"));
     }
   }
   return absl::OkStatus();
@@ -81,15 +98,19 @@ absl::StatusOr<Priority> ToPriority(v1::Priority priority) {
     case v1::PRIORITY_HIGH:
       return Priority::kHigh;
     default:
-      return Invalid("priority", "must be one of PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH",
-                     static_cast<int>(priority));
+      return Invalid(
+          "priority",
+          "must be one of PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH",
+          static_cast<int>(priority));
   }
 }
 
 absl::Status CheckRequestId(const std::string& id) {
   if (id.size() > kMaxRequestIdBytes) {
-    return Invalid("request_id", absl::StrCat("must be at most ", kMaxRequestIdBytes, " bytes"),
-                   id.size());
+    return Invalid(
+        "request_id",
+        absl::StrCat("must be at most ", kMaxRequestIdBytes, " bytes"),
+        id.size());
   }
   for (unsigned char c : id) {
     if (c < 0x21 || c > 0x7E) {
@@ -116,29 +137,36 @@ v1::GenerationParameters DefaultParameters(const ServingLimits& limits) {
   return p;
 }
 
-absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(const v1::GenerateRequest& request,
-                                                         const ServingLimits& limits,
-                                                         uint64_t random_seed) {
+absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
+    const v1::GenerateRequest& request, const ServingLimits& limits,
+    uint64_t random_seed) {
   if (request.images_size() == 0) {
     return absl::InvalidArgumentError("images: one image is required");
   }
   if (request.images_size() > static_cast<int>(limits.max_images_per_request)) {
-    return Invalid("images",
-                   absl::StrCat("at most ", limits.max_images_per_request, " per request"),
-                   request.images_size());
+    return Invalid(
+        "images",
+        absl::StrCat("at most ", limits.max_images_per_request, " per request"),
+        request.images_size());
   }
   for (int i = 0; i < request.images_size(); ++i) {
     const std::string field = absl::StrCat("images[", i, "].data");
     const std::string& data = request.images(i).data();
-    if (data.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": image is empty"));
+    if (data.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": image is empty"));
     if (data.size() > limits.max_image_bytes) {
-      return Invalid(field, absl::StrCat("must be at most ", limits.max_image_bytes, " bytes"),
-                     data.size());
+      return Invalid(
+          field,
+          absl::StrCat("must be at most ", limits.max_image_bytes, " bytes"),
+          data.size());
     }
   }
   if (request.prompt().size() > limits.max_prompt_bytes) {
-    return Invalid("prompt", absl::StrCat("must be at most ", limits.max_prompt_bytes, " bytes"),
-                   request.prompt().size());
+    return Invalid(
+        "prompt",
+        absl::StrCat("must be at most ", limits.max_prompt_bytes, " bytes"),
+        request.prompt().size());
   }
   if (!IsValidUtf8(request.prompt())) {
     return absl::InvalidArgumentError("prompt: is not valid UTF-8");
@@ -158,7 +186,8 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(const v1::GenerateReque
   s.num_beams = static_cast<int>(merged.num_beams());
   s.num_return_sequences = static_cast<int>(merged.num_return_sequences());
   s.length_penalty = merged.length_penalty();
-  s.stop_sequences.assign(merged.stop_sequences().begin(), merged.stop_sequences().end());
+  s.stop_sequences.assign(merged.stop_sequences().begin(),
+                          merged.stop_sequences().end());
   s.seed = p.has_seed() ? p.seed() : random_seed;
   s.sampling.temperature = merged.temperature();
   s.sampling.top_k = static_cast<int>(merged.top_k());
@@ -167,20 +196,24 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(const v1::GenerateReque
   s.sampling.min_new_tokens = static_cast<int>(merged.min_new_tokens());
 
   if (s.sampling.min_new_tokens > s.max_new_tokens) {
-    return Invalid("parameters.min_new_tokens",
-                   absl::StrCat("must be <= max_new_tokens (", s.max_new_tokens, ")"),
-                   s.sampling.min_new_tokens);
+    return Invalid(
+        "parameters.min_new_tokens",
+        absl::StrCat("must be <= max_new_tokens (", s.max_new_tokens, ")"),
+        s.sampling.min_new_tokens);
   }
   const bool sampling = s.sampling.temperature > 0;
   if (s.num_beams > 1 && sampling) {
     return absl::InvalidArgumentError(
-        "parameters.num_beams: beam search requires temperature 0 (beam sampling is not offered)");
+        "parameters.num_beams: beam search requires temperature 0 (beam "
+        "sampling is not offered)");
   }
-  const uint32_t max_sequences =
-      std::max<uint32_t>(static_cast<uint32_t>(s.num_beams), limits.max_return_sequences);
-  if (s.num_return_sequences < 1 || static_cast<uint32_t>(s.num_return_sequences) > max_sequences) {
+  const uint32_t max_sequences = std::max<uint32_t>(
+      static_cast<uint32_t>(s.num_beams), limits.max_return_sequences);
+  if (s.num_return_sequences < 1 ||
+      static_cast<uint32_t>(s.num_return_sequences) > max_sequences) {
     return Invalid("parameters.num_return_sequences",
-                   absl::StrCat("must be in [1, ", max_sequences, "]"), s.num_return_sequences);
+                   absl::StrCat("must be in [1, ", max_sequences, "]"),
+                   s.num_return_sequences);
   }
   if (s.num_beams > 1 && s.num_return_sequences > s.num_beams) {
     return Invalid("parameters.num_return_sequences",
@@ -188,29 +221,35 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(const v1::GenerateReque
                    s.num_return_sequences);
   }
   if (!sampling && s.num_beams == 1 && s.num_return_sequences > 1) {
-    return Invalid("parameters.num_return_sequences",
-                   "must be 1 for greedy decoding (set temperature > 0 or num_beams > 1)",
-                   s.num_return_sequences);
+    return Invalid(
+        "parameters.num_return_sequences",
+        "must be 1 for greedy decoding (set temperature > 0 or num_beams > 1)",
+        s.num_return_sequences);
   }
   if (s.num_beams > 1) {
     return absl::UnimplementedError(
-        "parameters.num_beams: beam search is not available in this server version yet");
+        "parameters.num_beams: beam search is not available in this server "
+        "version yet");
   }
   return out;
 }
 
 absl::Status ValidateTokenBudget(size_t prompt_tokens, int image_tokens,
-                                 const GenerationSettings& settings, const ServingLimits& limits) {
+                                 const GenerationSettings& settings,
+                                 const ServingLimits& limits) {
   if (prompt_tokens > limits.max_prompt_tokens) {
-    return Invalid("prompt", absl::StrCat("must be at most ", limits.max_prompt_tokens, " tokens"),
-                   prompt_tokens);
+    return Invalid(
+        "prompt",
+        absl::StrCat("must be at most ", limits.max_prompt_tokens, " tokens"),
+        prompt_tokens);
   }
   const size_t needed = prompt_tokens + image_tokens + settings.max_new_tokens;
   if (needed > limits.max_context_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "parameters.max_new_tokens: ", image_tokens, " image positions + ", prompt_tokens,
-        " prompt tokens + ", settings.max_new_tokens, " new tokens = ", needed,
-        " exceeds the model's context of ", limits.max_context_tokens, " tokens"));
+        "parameters.max_new_tokens: ", image_tokens, " image positions + ",
+        prompt_tokens, " prompt tokens + ", settings.max_new_tokens,
+        " new tokens = ", needed, " exceeds the model's context of ",
+        limits.max_context_tokens, " tokens"));
   }
   return absl::OkStatus();
 }
@@ -245,7 +284,9 @@ bool IsValidUtf8(absl::string_view text) {
       cp = (cp << 6) | (cc & 0x3F);
     }
     const uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    if (cp < min_for_len[len] || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
     i += len;
   }
   return true;

@@ -2,9 +2,9 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "iblip/v1/iblip.pb.h"
 #include "server/generation_request.h"
 
@@ -41,13 +41,14 @@ struct ValidatedRequest {
 // tokenizing the prompt. INVALID_ARGUMENT messages start with the field path
 // ("parameters.top_p: ..."); UNIMPLEMENTED for valid requests this server
 // version cannot serve yet. `random_seed` is used when the request has none.
-absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(const v1::GenerateRequest& request,
-                                                         const ServingLimits& limits,
-                                                         uint64_t random_seed);
+absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
+    const v1::GenerateRequest& request, const ServingLimits& limits,
+    uint64_t random_seed);
 
 // Checks that count tokens: prompt length and the context budget.
 absl::Status ValidateTokenBudget(size_t prompt_tokens, int image_tokens,
-                                 const GenerationSettings& settings, const ServingLimits& limits);
+                                 const GenerationSettings& settings,
+                                 const ServingLimits& limits);
 
 // True if `text` is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF).
 bool IsValidUtf8(absl::string_view text);

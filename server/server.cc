@@ -32,19 +32,23 @@ constexpr char kServiceName[] = "iblip.v1.InstructBlipService";
 constexpr int kWarmupTokens = 2;
 constexpr absl::Duration kWarmupTimeout = absl::Minutes(10);
 
-ServingLimits ResolveLimits(const config::LimitsConfig& c, const model::PackageManifest& m) {
+ServingLimits ResolveLimits(const config::LimitsConfig& c,
+                            const model::PackageManifest& m) {
   ServingLimits limits;
   limits.max_image_bytes = c.max_image_bytes();
   limits.max_image_pixels = c.max_image_pixels();
   limits.max_prompt_bytes = c.max_prompt_bytes();
   limits.max_context_tokens = static_cast<uint32_t>(m.max_context_tokens);
   // The prompt may use the whole context but one token after the image.
-  const uint32_t prompt_room = limits.max_context_tokens - m.num_query_tokens - 1;
-  limits.max_prompt_tokens =
-      c.has_max_prompt_tokens() ? std::min(c.max_prompt_tokens(), prompt_room) : prompt_room;
-  limits.max_new_tokens =
-      std::min<uint32_t>(c.max_new_tokens(), limits.max_context_tokens - m.num_query_tokens - 1);
-  limits.default_max_new_tokens = std::min(c.default_max_new_tokens(), limits.max_new_tokens);
+  const uint32_t prompt_room =
+      limits.max_context_tokens - m.num_query_tokens - 1;
+  limits.max_prompt_tokens = c.has_max_prompt_tokens()
+                                 ? std::min(c.max_prompt_tokens(), prompt_room)
+                                 : prompt_room;
+  limits.max_new_tokens = std::min<uint32_t>(
+      c.max_new_tokens(), limits.max_context_tokens - m.num_query_tokens - 1);
+  limits.default_max_new_tokens =
+      std::min(c.default_max_new_tokens(), limits.max_new_tokens);
   limits.max_num_beams = c.max_num_beams();
   limits.max_return_sequences = c.max_return_sequences();
   limits.max_stop_sequences = c.max_stop_sequences();
@@ -54,17 +58,20 @@ ServingLimits ResolveLimits(const config::LimitsConfig& c, const model::PackageM
   return limits;
 }
 
-v1::ModelInfo BuildModelInfo(const model::PackageManifest& m, const ServingLimits& limits,
+v1::ModelInfo BuildModelInfo(const model::PackageManifest& m,
+                             const ServingLimits& limits,
                              const std::string& device) {
   v1::ModelInfo info;
   info.set_model_id(m.model_id);
-  info.set_lm_family(m.lm_family == model::LmFamily::kLlama ? v1::LANGUAGE_MODEL_FAMILY_LLAMA
-                                                            : v1::LANGUAGE_MODEL_FAMILY_T5);
+  info.set_lm_family(m.lm_family == model::LmFamily::kLlama
+                         ? v1::LANGUAGE_MODEL_FAMILY_LLAMA
+                         : v1::LANGUAGE_MODEL_FAMILY_T5);
   info.set_lm_vocab_size(m.lm_vocab_size);
   info.set_qformer_vocab_size(m.qformer_vocab_size);
   info.set_num_query_tokens(m.num_query_tokens);
   info.set_image_size(m.image.size);
-  info.mutable_eos_token_ids()->Add(m.eos_token_ids.begin(), m.eos_token_ids.end());
+  info.mutable_eos_token_ids()->Add(m.eos_token_ids.begin(),
+                                    m.eos_token_ids.end());
   info.set_dtype(m.dtype);
   info.set_device(device);
   info.set_server_version(IBLIP_VERSION);
@@ -130,7 +137,8 @@ struct Server::Impl {
     request->request_id = "warmup";
     request->arrival = absl::Now();
     request->pixels.size = manifest.image.size;
-    request->pixels.chw.assign(3ull * manifest.image.size * manifest.image.size, 0.0f);
+    request->pixels.chw.assign(3ull * manifest.image.size * manifest.image.size,
+                               0.0f);
     request->prompt_ids = lm_tokenizer->EncodePrompt("");
     request->qformer_ids = qformer_tokenizer->Encode("");
     request->settings.max_new_tokens = kWarmupTokens;
@@ -138,7 +146,8 @@ struct Server::Impl {
     auto result = sink->result();
     request->sink = sink;
     engine->Submit(std::move(request));
-    if (result.wait_for(absl::ToChronoSeconds(kWarmupTimeout)) != std::future_status::ready) {
+    if (result.wait_for(absl::ToChronoSeconds(kWarmupTimeout)) !=
+        std::future_status::ready) {
       return absl::DeadlineExceededError("warm-up did not finish in time");
     }
     return result.get();
@@ -161,28 +170,33 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   auto impl = std::make_unique<Impl>();
   impl->host = config.host();
 
-  ASSIGN_OR_RETURN(impl->manifest, model::LoadPackageManifest(options.model_dir));
+  ASSIGN_OR_RETURN(impl->manifest,
+                   model::LoadPackageManifest(options.model_dir));
   const model::PackageManifest& manifest = impl->manifest;
-  ASSIGN_OR_RETURN(impl->lm_tokenizer, model::LmTokenizer::Load(manifest.lm_tokenizer));
+  ASSIGN_OR_RETURN(impl->lm_tokenizer,
+                   model::LmTokenizer::Load(manifest.lm_tokenizer));
   ASSIGN_OR_RETURN(impl->qformer_tokenizer,
                    model::WordPieceTokenizer::Load(manifest.qformer_tokenizer));
   model::RuntimeOptions runtime;
   runtime.device = config.runtime().device();
   runtime.num_threads = static_cast<int>(config.runtime().num_threads());
-  ASSIGN_OR_RETURN(impl->model, model::InstructBlipModel::Load(manifest, runtime));
+  ASSIGN_OR_RETURN(impl->model,
+                   model::InstructBlipModel::Load(manifest, runtime));
 
   const ServingLimits limits = ResolveLimits(config.limits(), manifest);
   impl->image_preprocessor = std::make_unique<model::ImagePreprocessor>(
-      manifest.image, model::ImagePreprocessor::Limits{limits.max_image_bytes,
-                                                       limits.max_image_pixels});
+      manifest.image, model::ImagePreprocessor::Limits{
+                          limits.max_image_bytes, limits.max_image_pixels});
   impl->metrics = std::make_unique<Metrics>();
   Engine::Options engine_options;
-  engine_options.max_queue_size = static_cast<int>(config.scheduler().max_queue_size());
+  engine_options.max_queue_size =
+      static_cast<int>(config.scheduler().max_queue_size());
   impl->engine = std::make_unique<Engine>(*impl->model, *impl->lm_tokenizer,
-                                          manifest.eos_token_ids, *impl->metrics, engine_options);
+                                          manifest.eos_token_ids,
+                                          *impl->metrics, engine_options);
   impl->engine->Start();
-  impl->preprocess_pool =
-      std::make_unique<WorkerPool>(static_cast<int>(config.runtime().preprocess_threads()));
+  impl->preprocess_pool = std::make_unique<WorkerPool>(
+      static_cast<int>(config.runtime().preprocess_threads()));
 
   InferenceService::Dependencies deps;
   deps.engine = impl->engine.get();
@@ -197,8 +211,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
 
   if (config.metrics_enabled()) {
     ASSIGN_OR_RETURN(impl->metrics_http,
-                     MetricsHttpServer::Start(config.host(), static_cast<int>(config.metrics_port()),
-                                              impl->metrics->registry()));
+                     MetricsHttpServer::Start(
+                         config.host(), static_cast<int>(config.metrics_port()),
+                         impl->metrics->registry()));
     impl->metrics_port = impl->metrics_http->port();
   }
 
@@ -206,20 +221,24 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(config.host(), ":", config.port());
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &impl->port);
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", address));
   }
   impl->SetHealth(false);
 
   const absl::Time warmup_start = absl::Now();
   if (absl::Status warm = impl->Warmup(); !warm.ok()) {
-    return absl::InternalError(absl::StrCat("warm-up request failed: ", warm.message()));
+    return absl::InternalError(
+        absl::StrCat("warm-up request failed: ", warm.message()));
   }
-  spdlog::info("warm-up took {}", absl::FormatDuration(absl::Now() - warmup_start));
+  spdlog::info("warm-up took {}",
+               absl::FormatDuration(absl::Now() - warmup_start));
   impl->service->SetAcceptingRequests(true);
   impl->SetHealth(true);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -232,7 +251,8 @@ void Server::Drain(absl::Duration timeout) {
   const bool idle = impl_->engine->WaitIdle(timeout);
   spdlog::info(idle ? "drained: all requests finished"
                     : "drain timeout: cancelling the requests still running");
-  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() +
+                               std::chrono::seconds(1));
 }
 
 }  // namespace iblip::server

@@ -3,7 +3,8 @@
 namespace iblip::server {
 
 WorkerPool::WorkerPool(int num_threads) {
-  for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < num_threads; ++i)
+    threads_.emplace_back([this] { Run(); });
 }
 
 WorkerPool::~WorkerPool() {

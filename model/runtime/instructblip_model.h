@@ -41,20 +41,20 @@ struct RuntimeOptions {
 // and never escape as exceptions.
 class InstructBlipModel {
  public:
-  static absl::StatusOr<std::unique_ptr<InstructBlipModel>> Load(const PackageManifest& manifest,
-                                                                const RuntimeOptions& options);
+  static absl::StatusOr<std::unique_ptr<InstructBlipModel>> Load(
+      const PackageManifest& manifest, const RuntimeOptions& options);
   ~InstructBlipModel();
   InstructBlipModel(const InstructBlipModel&) = delete;
   InstructBlipModel& operator=(const InstructBlipModel&) = delete;
 
   // Runs the vision encoder and the instruction-aware Q-Former on one image.
-  absl::StatusOr<ImageEmbedding> EncodeImage(const PixelValues& pixels,
-                                             const std::vector<int32_t>& qformer_ids);
+  absl::StatusOr<ImageEmbedding> EncodeImage(
+      const PixelValues& pixels, const std::vector<int32_t>& qformer_ids);
 
   // Logits [vocab] for the token that follows `ids` (prompt then generated
   // tokens) after the image's soft prompt.
-  absl::StatusOr<std::vector<float>> NextTokenLogits(const ImageEmbedding& image,
-                                                     const std::vector<int32_t>& ids);
+  absl::StatusOr<std::vector<float>> NextTokenLogits(
+      const ImageEmbedding& image, const std::vector<int32_t>& ids);
 
   const std::string& device() const;
 

@@ -16,40 +16,46 @@ namespace iblip::model {
 using LoadFn = SentencePieceModel* (*)(const char*, char*, unsigned long);
 
 std::string DefaultSentencePieceShimPath() {
-  if (const char* env = std::getenv("IBLIP_SPM_SHIM"); env != nullptr && *env != '\0') {
+  if (const char* env = std::getenv("IBLIP_SPM_SHIM");
+      env != nullptr && *env != '\0') {
     return env;
   }
   return IBLIP_SPM_SHIM_PATH;
 }
 
-absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(const LmTokenizerSpec& spec,
-                                                              const std::string& shim_path) {
-  const std::string path = shim_path.empty() ? DefaultSentencePieceShimPath() : shim_path;
+absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(
+    const LmTokenizerSpec& spec, const std::string& shim_path) {
+  const std::string path =
+      shim_path.empty() ? DefaultSentencePieceShimPath() : shim_path;
   // DEEPBIND: the module's sentencepiece binds to its own bundled protobuf.
   void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
   if (module == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot load the SentencePiece module ", path, ": ", dlerror()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load the SentencePiece module ", path, ": ", dlerror()));
   }
   auto load = reinterpret_cast<LoadFn>(dlsym(module, "iblip_spm_load"));
   if (load == nullptr) {
     dlclose(module);
-    return absl::FailedPreconditionError(absl::StrCat(path, " has no iblip_spm_load"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " has no iblip_spm_load"));
   }
   char error[512] = {0};
-  std::unique_ptr<SentencePieceModel> model(load(spec.model_path.c_str(), error, sizeof(error)));
+  std::unique_ptr<SentencePieceModel> model(
+      load(spec.model_path.c_str(), error, sizeof(error)));
   if (model == nullptr) {
     dlclose(module);
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load tokenizer ", spec.model_path, ": ", error));
   }
-  return std::unique_ptr<LmTokenizer>(new LmTokenizer(spec, module, std::move(model)));
+  return std::unique_ptr<LmTokenizer>(
+      new LmTokenizer(spec, module, std::move(model)));
 }
 
 LmTokenizer::LmTokenizer(LmTokenizerSpec spec, void* module,
                          std::unique_ptr<SentencePieceModel> model)
     : spec_(std::move(spec)), module_(module), model_(std::move(model)) {
-  for (int32_t id : {spec_.bos_token_id, spec_.eos_token_id, spec_.pad_token_id}) {
+  for (int32_t id :
+       {spec_.bos_token_id, spec_.eos_token_id, spec_.pad_token_id}) {
     if (id >= 0) special_ids_.insert(id);
   }
   for (const auto& [token, id] : spec_.added_tokens) special_ids_.insert(id);
@@ -63,8 +69,10 @@ LmTokenizer::~LmTokenizer() {
 std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text) const {
   std::vector<int32_t> ids;
   if (spec_.bos_token_id >= 0) ids.push_back(spec_.bos_token_id);
-  for (int id : model_->Encode(std::string_view(text.data(), text.size()))) ids.push_back(id);
-  if (spec_.append_eos && spec_.eos_token_id >= 0) ids.push_back(spec_.eos_token_id);
+  for (int id : model_->Encode(std::string_view(text.data(), text.size())))
+    ids.push_back(id);
+  if (spec_.append_eos && spec_.eos_token_id >= 0)
+    ids.push_back(spec_.eos_token_id);
   return ids;
 }
 
@@ -89,7 +97,8 @@ std::string LmTokenizer::TokenString(int32_t id) const {
 
 int LmTokenizer::vocab_size() const {
   int size = model_->vocab_size();
-  for (const auto& [token, id] : spec_.added_tokens) size = std::max(size, id + 1);
+  for (const auto& [token, id] : spec_.added_tokens)
+    size = std::max(size, id + 1);
   return size;
 }
 

@@ -3,11 +3,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <unordered_set>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/runtime/package.h"
 #include "model/runtime/sentencepiece_shim.h"
 
@@ -19,8 +19,8 @@ class LmTokenizer {
  public:
   // `shim_path`: the iblip_spm_shim module; empty = the built-in default
   // (IBLIP_SPM_SHIM env var, else the path baked in at build time).
-  static absl::StatusOr<std::unique_ptr<LmTokenizer>> Load(const LmTokenizerSpec& spec,
-                                                          const std::string& shim_path = "");
+  static absl::StatusOr<std::unique_ptr<LmTokenizer>> Load(
+      const LmTokenizerSpec& spec, const std::string& shim_path = "");
 
   // Prompt ids exactly as the model expects them (BOS prepended / EOS
   // appended as the package says).
@@ -39,7 +39,8 @@ class LmTokenizer {
   LmTokenizer& operator=(const LmTokenizer&) = delete;
 
  private:
-  LmTokenizer(LmTokenizerSpec spec, void* module, std::unique_ptr<SentencePieceModel> model);
+  LmTokenizer(LmTokenizerSpec spec, void* module,
+              std::unique_ptr<SentencePieceModel> model);
 
   LmTokenizerSpec spec_;
   void* module_;  // dlopen handle; closed after model_ is destroyed

@@ -52,9 +52,8 @@ class ManifestReader {
     size_t start = 0;
     while (start <= path.size()) {
       size_t dot = path.find('.', start);
-      std::string key = path.substr(start, dot == std::string::npos
-                                               ? std::string::npos
-                                               : dot - start);
+      std::string key = path.substr(
+          start, dot == std::string::npos ? std::string::npos : dot - start);
       if (!node->is_object() || !node->contains(key)) return nullptr;
       node = &(*node)[key];
       if (dot == std::string::npos) break;
@@ -72,8 +71,9 @@ absl::StatusOr<std::string> ExistingFile(const fs::path& dir,
                                          const std::string& field) {
   fs::path path = dir / name;
   if (!fs::is_regular_file(path)) {
-    return absl::NotFoundError(absl::StrCat("model package: ", field, " names '",
-                                            path.string(), "', which does not exist"));
+    return absl::NotFoundError(absl::StrCat("model package: ", field,
+                                            " names '", path.string(),
+                                            "', which does not exist"));
   }
   return path.string();
 }
@@ -84,12 +84,14 @@ absl::string_view LmFamilyName(LmFamily family) {
   return family == LmFamily::kLlama ? "llama" : "t5";
 }
 
-absl::StatusOr<PackageManifest> LoadPackageManifest(const std::string& directory) {
+absl::StatusOr<PackageManifest> LoadPackageManifest(
+    const std::string& directory) {
   std::error_code ec;
   fs::path dir = fs::absolute(directory, ec);
   fs::path file = dir / "package.json";
   if (!fs::is_directory(dir)) {
-    return absl::NotFoundError(absl::StrCat("model package directory not found: ", directory));
+    return absl::NotFoundError(
+        absl::StrCat("model package directory not found: ", directory));
   }
   std::ifstream in(file);
   if (!in) {
@@ -109,8 +111,9 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(const std::string& directory
   int version = 0;
   ASSIGN_OR_RETURN(version, r.Get<int>("format_version"));
   if (version != kFormatVersion) {
-    return r.Error("format_version", absl::StrCat("is ", version, "; this server reads ",
-                                                  kFormatVersion));
+    return r.Error(
+        "format_version",
+        absl::StrCat("is ", version, "; this server reads ", kFormatVersion));
   }
   ASSIGN_OR_RETURN(m.model_id, r.Get<std::string>("model_id"));
   std::string family;
@@ -120,14 +123,16 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(const std::string& directory
   } else if (family == "t5") {
     m.lm_family = LmFamily::kT5;
   } else {
-    return r.Error("lm_family", absl::StrCat("is '", family, "', expected llama or t5"));
+    return r.Error("lm_family",
+                   absl::StrCat("is '", family, "', expected llama or t5"));
   }
   ASSIGN_OR_RETURN(m.dtype, r.Get<std::string>("dtype"));
   ASSIGN_OR_RETURN(m.num_query_tokens, r.Get<int>("num_query_tokens"));
   ASSIGN_OR_RETURN(m.lm_vocab_size, r.Get<int>("lm_vocab_size"));
   ASSIGN_OR_RETURN(m.qformer_vocab_size, r.Get<int>("qformer_vocab_size"));
   ASSIGN_OR_RETURN(m.max_context_tokens, r.Get<int>("max_context_tokens"));
-  if (m.num_query_tokens <= 0) return r.Error("num_query_tokens", "must be > 0");
+  if (m.num_query_tokens <= 0)
+    return r.Error("num_query_tokens", "must be > 0");
   if (m.lm_vocab_size <= 0) return r.Error("lm_vocab_size", "must be > 0");
   if (m.max_context_tokens <= m.num_query_tokens + 1) {
     return r.Error("max_context_tokens", "must exceed num_query_tokens + 1");
@@ -143,27 +148,39 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(const std::string& directory
 
   std::string name;
   ASSIGN_OR_RETURN(name, r.Get<std::string>("lm_tokenizer.file"));
-  ASSIGN_OR_RETURN(m.lm_tokenizer.model_path, ExistingFile(dir, name, "lm_tokenizer.file"));
-  ASSIGN_OR_RETURN(m.lm_tokenizer.bos_token_id, r.GetOr<int32_t>("lm_tokenizer.bos_token_id", -1));
-  ASSIGN_OR_RETURN(m.lm_tokenizer.append_eos, r.GetOr<bool>("lm_tokenizer.append_eos", false));
-  ASSIGN_OR_RETURN(m.lm_tokenizer.eos_token_id, r.GetOr<int32_t>("lm_tokenizer.eos_token_id", -1));
-  ASSIGN_OR_RETURN(m.lm_tokenizer.pad_token_id, r.GetOr<int32_t>("lm_tokenizer.pad_token_id", -1));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.model_path,
+                   ExistingFile(dir, name, "lm_tokenizer.file"));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.bos_token_id,
+                   r.GetOr<int32_t>("lm_tokenizer.bos_token_id", -1));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.append_eos,
+                   r.GetOr<bool>("lm_tokenizer.append_eos", false));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.eos_token_id,
+                   r.GetOr<int32_t>("lm_tokenizer.eos_token_id", -1));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.pad_token_id,
+                   r.GetOr<int32_t>("lm_tokenizer.pad_token_id", -1));
   ASSIGN_OR_RETURN(m.lm_tokenizer.added_tokens,
-                   (r.GetOr<std::map<std::string, int32_t>>("lm_tokenizer.added_tokens", {})));
+                   (r.GetOr<std::map<std::string, int32_t>>(
+                       "lm_tokenizer.added_tokens", {})));
 
   ASSIGN_OR_RETURN(name, r.Get<std::string>("qformer_tokenizer.vocab_file"));
   ASSIGN_OR_RETURN(m.qformer_tokenizer.vocab_path,
                    ExistingFile(dir, name, "qformer_tokenizer.vocab_file"));
-  ASSIGN_OR_RETURN(m.qformer_tokenizer.lowercase, r.GetOr<bool>("qformer_tokenizer.lowercase", true));
-  ASSIGN_OR_RETURN(m.qformer_tokenizer.max_length, r.GetOr<int>("qformer_tokenizer.max_length", 512));
+  ASSIGN_OR_RETURN(m.qformer_tokenizer.lowercase,
+                   r.GetOr<bool>("qformer_tokenizer.lowercase", true));
+  ASSIGN_OR_RETURN(m.qformer_tokenizer.max_length,
+                   r.GetOr<int>("qformer_tokenizer.max_length", 512));
 
-  ASSIGN_OR_RETURN(m.eos_token_ids, r.Get<std::vector<int32_t>>("generation.eos_token_ids"));
-  if (m.eos_token_ids.empty()) return r.Error("generation.eos_token_ids", "is empty");
+  ASSIGN_OR_RETURN(m.eos_token_ids,
+                   r.Get<std::vector<int32_t>>("generation.eos_token_ids"));
+  if (m.eos_token_ids.empty())
+    return r.Error("generation.eos_token_ids", "is empty");
 
   ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.vision"));
-  ASSIGN_OR_RETURN(m.vision_module_path, ExistingFile(dir, name, "modules.vision"));
+  ASSIGN_OR_RETURN(m.vision_module_path,
+                   ExistingFile(dir, name, "modules.vision"));
   ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.language_model"));
-  ASSIGN_OR_RETURN(m.language_module_path, ExistingFile(dir, name, "modules.language_model"));
+  ASSIGN_OR_RETURN(m.language_module_path,
+                   ExistingFile(dir, name, "modules.language_model"));
   return m;
 }
 

@@ -18,13 +18,13 @@ namespace iblip::model {
 enum class LmFamily { kLlama, kT5 };
 
 struct ImageSpec {
-  int size = 224;  // images are resized to size x size
+  int size = 224;               // images are resized to size x size
   std::array<float, 3> mean{};  // per RGB channel, after x 1/255
   std::array<float, 3> std{};
 };
 
 struct LmTokenizerSpec {
-  std::string model_path;  // SentencePiece .model, absolute
+  std::string model_path;     // SentencePiece .model, absolute
   int32_t bos_token_id = -1;  // prepended to every prompt; -1 = none
   bool append_eos = false;    // T5 appends EOS to the prompt
   int32_t eos_token_id = -1;  // the tokenizer's EOS
@@ -61,6 +61,7 @@ absl::string_view LmFamilyName(LmFamily family);
 // Reads `directory`/package.json. NOT_FOUND when the package or a file it
 // names is missing; FAILED_PRECONDITION when the manifest is malformed or of
 // an unsupported format version. Messages name the file and the field.
-absl::StatusOr<PackageManifest> LoadPackageManifest(const std::string& directory);
+absl::StatusOr<PackageManifest> LoadPackageManifest(
+    const std::string& directory);
 
 }  // namespace iblip::model

@@ -13,29 +13,34 @@ constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
 int32_t ArgMax(const std::vector<float>& logits) {
   // First maximum wins, as torch.argmax does.
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
+                              logits.begin());
 }
 
 }  // namespace
 
-Sampler::Sampler(SamplingParams params, uint64_t seed) : params_(std::move(params)), rng_(seed) {}
+Sampler::Sampler(SamplingParams params, uint64_t seed)
+    : params_(std::move(params)), rng_(seed) {}
 
-void Sampler::ApplyRepetitionPenalty(std::vector<float>& logits,
-                                     const std::vector<int32_t>& generated) const {
+void Sampler::ApplyRepetitionPenalty(
+    std::vector<float>& logits, const std::vector<int32_t>& generated) const {
   if (params_.repetition_penalty == 1.0f) return;
   std::unordered_set<int32_t> seen(generated.begin(), generated.end());
   for (int32_t id : seen) {
     if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
     float& logit = logits[id];
-    logit = logit < 0 ? logit * params_.repetition_penalty : logit / params_.repetition_penalty;
+    logit = logit < 0 ? logit * params_.repetition_penalty
+                      : logit / params_.repetition_penalty;
   }
 }
 
-int32_t Sampler::Next(std::vector<float>& logits, const std::vector<int32_t>& generated) {
+int32_t Sampler::Next(std::vector<float>& logits,
+                      const std::vector<int32_t>& generated) {
   ApplyRepetitionPenalty(logits, generated);
   if (static_cast<int>(generated.size()) < params_.min_new_tokens) {
     for (int32_t eos : params_.eos_token_ids) {
-      if (eos >= 0 && static_cast<size_t>(eos) < logits.size()) logits[eos] = kMinusInf;
+      if (eos >= 0 && static_cast<size_t>(eos) < logits.size())
+        logits[eos] = kMinusInf;
     }
   }
   if (params_.temperature <= 0.0f) return ArgMax(logits);

@@ -11,7 +11,7 @@ struct SamplingParams {
   int top_k = 50;            // 0 = off; sampling only
   float top_p = 1.0f;        // 1 = off; sampling only
   float repetition_penalty = 1.0f;
-  int min_new_tokens = 0;    // EOS masked until this many tokens exist
+  int min_new_tokens = 0;  // EOS masked until this many tokens exist
   std::vector<int32_t> eos_token_ids;
 };
 
@@ -27,7 +27,8 @@ class Sampler {
   // `logits` (one per vocabulary id) is modified in place. `generated` holds
   // the sequence's tokens so far (the repetition penalty sees only these, as
   // InstructBLIP's inputs_embeds-based generate does).
-  int32_t Next(std::vector<float>& logits, const std::vector<int32_t>& generated);
+  int32_t Next(std::vector<float>& logits,
+               const std::vector<int32_t>& generated);
 
  private:
   void ApplyRepetitionPenalty(std::vector<float>& logits,

@@ -2,16 +2,17 @@
 // libsentencepiece. See sentencepiece_shim.h for why.
 #include "model/runtime/sentencepiece_shim.h"
 
+#include <sentencepiece_processor.h>
+
 #include <cstring>
 #include <memory>
-
-#include <sentencepiece_processor.h>
 
 namespace {
 
 class SentencePieceModelImpl final : public iblip::model::SentencePieceModel {
  public:
-  explicit SentencePieceModelImpl(std::unique_ptr<sentencepiece::SentencePieceProcessor> p)
+  explicit SentencePieceModelImpl(
+      std::unique_ptr<sentencepiece::SentencePieceProcessor> p)
       : processor_(std::move(p)) {}
 
   std::vector<int> Encode(std::string_view text) const override {
@@ -24,8 +25,12 @@ class SentencePieceModelImpl final : public iblip::model::SentencePieceModel {
     processor_->Decode(ids, &text).IgnoreError();
     return text;
   }
-  std::string IdToPiece(int id) const override { return processor_->IdToPiece(id); }
-  int PieceToId(std::string_view piece) const override { return processor_->PieceToId(piece); }
+  std::string IdToPiece(int id) const override {
+    return processor_->IdToPiece(id);
+  }
+  int PieceToId(std::string_view piece) const override {
+    return processor_->PieceToId(piece);
+  }
   int vocab_size() const override { return processor_->GetPieceSize(); }
 
  private:
@@ -34,7 +39,8 @@ class SentencePieceModelImpl final : public iblip::model::SentencePieceModel {
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) iblip::model::SentencePieceModel*
+extern "C" __attribute__((visibility("default")))
+iblip::model::SentencePieceModel*
 iblip_spm_load(const char* path, char* error, unsigned long error_size) {
   auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
   const auto status = processor->Load(path);

@@ -30,5 +30,5 @@ class SentencePieceModel {
 
 // Entry point exported by the shim module. Returns nullptr and writes a
 // NUL-terminated message into `error` on failure; the caller owns the result.
-extern "C" iblip::model::SentencePieceModel* iblip_spm_load(const char* path, char* error,
-                                                            unsigned long error_size);
+extern "C" iblip::model::SentencePieceModel* iblip_spm_load(
+    const char* path, char* error, unsigned long error_size);

@@ -16,18 +16,24 @@ size_t IncompleteUtf8Tail(const std::string& s) {
   for (size_t back = 1; back <= std::min<size_t>(3, n); ++back) {
     const auto c = static_cast<unsigned char>(s[n - back]);
     if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
-    size_t needed = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    size_t needed = (c & 0xE0) == 0xC0   ? 2
+                    : (c & 0xF0) == 0xE0 ? 3
+                    : (c & 0xF8) == 0xF0 ? 4
+                                         : 1;
     return needed > back ? back : 0;
   }
   return 0;
 }
 
 // Bytes at the end of `text` that could begin one of the stop sequences.
-size_t StopPrefixTail(absl::string_view text, const std::vector<std::string>& stops) {
+size_t StopPrefixTail(absl::string_view text,
+                      const std::vector<std::string>& stops) {
   size_t hold = 0;
   for (const std::string& stop : stops) {
-    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
-      if (text.substr(text.size() - len) == absl::string_view(stop).substr(0, len)) {
+    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold;
+         --len) {
+      if (text.substr(text.size() - len) ==
+          absl::string_view(stop).substr(0, len)) {
         hold = len;
         break;
       }
@@ -38,7 +44,8 @@ size_t StopPrefixTail(absl::string_view text, const std::vector<std::string>& st
 
 }  // namespace
 
-TextStreamer::TextStreamer(const LmTokenizer& tokenizer, std::vector<std::string> stop_sequences)
+TextStreamer::TextStreamer(const LmTokenizer& tokenizer,
+                           std::vector<std::string> stop_sequences)
     : tokenizer_(tokenizer), stop_sequences_(std::move(stop_sequences)) {}
 
 TextStreamer::Delta TextStreamer::Append(int32_t token_id) {
@@ -52,9 +59,11 @@ TextStreamer::Delta TextStreamer::Append(int32_t token_id) {
   size_t stop_at = std::string::npos;
   const size_t search_from = released_.size();
   for (const std::string& stop : stop_sequences_) {
-    const size_t from = search_from >= stop.size() ? search_from - stop.size() + 1 : 0;
+    const size_t from =
+        search_from >= stop.size() ? search_from - stop.size() + 1 : 0;
     const size_t pos = decoded_.find(stop, from);
-    if (pos != std::string::npos && pos >= released_.size()) stop_at = std::min(stop_at, pos);
+    if (pos != std::string::npos && pos >= released_.size())
+      stop_at = std::min(stop_at, pos);
   }
   if (stop_at != std::string::npos) {
     stopped_ = true;
@@ -68,7 +77,8 @@ TextStreamer::Delta TextStreamer::Append(int32_t token_id) {
   // Trailing U+FFFDs are byte-fallback characters whose bytes are not all
   // there yet (one per byte): hold them until later tokens complete them.
   while (candidate.size() >= kReplacementChar.size() &&
-         candidate.substr(candidate.size() - kReplacementChar.size()) == kReplacementChar) {
+         candidate.substr(candidate.size() - kReplacementChar.size()) ==
+             kReplacementChar) {
     candidate.remove_suffix(kReplacementChar.size());
   }
   candidate.remove_suffix(IncompleteUtf8Tail(std::string(candidate)));

@@ -15,11 +15,12 @@ namespace iblip::model {
 class TextStreamer {
  public:
   // `tokenizer` must outlive this object.
-  TextStreamer(const LmTokenizer& tokenizer, std::vector<std::string> stop_sequences);
+  TextStreamer(const LmTokenizer& tokenizer,
+               std::vector<std::string> stop_sequences);
 
   struct Delta {
-    std::string text;       // newly releasable text (may be empty)
-    bool stopped = false;   // a stop sequence appeared; text ends before it
+    std::string text;      // newly releasable text (may be empty)
+    bool stopped = false;  // a stop sequence appeared; text ends before it
   };
 
   // Adds one generated token.

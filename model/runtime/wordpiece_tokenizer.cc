@@ -29,15 +29,17 @@ std::vector<std::string> BasicTokenize(absl::string_view text, bool lowercase) {
     current.clear();
   };
   for (unsigned char c : text) {
-    if (c == 0 || (c < 32 && !IsWhitespace(c)) || c == 127) continue;  // control chars
+    if (c == 0 || (c < 32 && !IsWhitespace(c)) || c == 127)
+      continue;  // control chars
     if (IsWhitespace(c)) {
       flush();
     } else if (IsAsciiPunctuation(c)) {
       flush();
       words.emplace_back(1, static_cast<char>(c));
     } else {
-      current.push_back(lowercase && c < 128 ? static_cast<char>(std::tolower(c))
-                                             : static_cast<char>(c));
+      current.push_back(lowercase && c < 128
+                            ? static_cast<char>(std::tolower(c))
+                            : static_cast<char>(c));
     }
   }
   flush();
@@ -50,7 +52,8 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Load(
     const QformerTokenizerSpec& spec) {
   std::ifstream in(spec.vocab_path);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("Q-Former vocab not found: ", spec.vocab_path));
+    return absl::NotFoundError(
+        absl::StrCat("Q-Former vocab not found: ", spec.vocab_path));
   }
   std::unique_ptr<WordPieceTokenizer> t(new WordPieceTokenizer(spec));
   std::string line;
@@ -106,8 +109,10 @@ std::vector<int32_t> WordPieceTokenizer::Encode(absl::string_view text) const {
   for (const std::string& word : BasicTokenize(text, spec_.lowercase)) {
     AppendWordPieces(word, body);
   }
-  const size_t max_body = spec_.max_length > 2 ? static_cast<size_t>(spec_.max_length) - 2 : 0;
-  if (body.size() > max_body) body.erase(body.begin(), body.end() - max_body);  // left truncation
+  const size_t max_body =
+      spec_.max_length > 2 ? static_cast<size_t>(spec_.max_length) - 2 : 0;
+  if (body.size() > max_body)
+    body.erase(body.begin(), body.end() - max_body);  // left truncation
   std::vector<int32_t> ids;
   ids.reserve(body.size() + 2);
   ids.push_back(cls_id_);

@@ -3,11 +3,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/runtime/package.h"
 
 namespace iblip::model {
@@ -27,8 +27,10 @@ class WordPieceTokenizer {
   int vocab_size() const { return static_cast<int>(tokens_.size()); }
 
  private:
-  explicit WordPieceTokenizer(QformerTokenizerSpec spec) : spec_(std::move(spec)) {}
-  void AppendWordPieces(absl::string_view word, std::vector<int32_t>& ids) const;
+  explicit WordPieceTokenizer(QformerTokenizerSpec spec)
+      : spec_(std::move(spec)) {}
+  void AppendWordPieces(absl::string_view word,
+                        std::vector<int32_t>& ids) const;
   int32_t IdOf(absl::string_view token) const;
 
   QformerTokenizerSpec spec_;

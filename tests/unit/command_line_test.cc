@@ -12,11 +12,13 @@ absl::StatusOr<CommandLine> Parse(std::vector<std::string> args) {
   static std::string program = "prog";
   argv.push_back(program.data());
   for (std::string& a : args) argv.push_back(a.data());
-  return CommandLine::Parse(static_cast<int>(argv.size()), argv.data(), {"json"});
+  return CommandLine::Parse(static_cast<int>(argv.size()), argv.data(),
+                            {"json"});
 }
 
 TEST(CommandLineTest, ParsesCommandValuesSwitchesAndRepeats) {
-  auto line = Parse({"generate", "--max-new-tokens", "7", "--json", "--stop=a", "--stop", "b"});
+  auto line = Parse({"generate", "--max-new-tokens", "7", "--json", "--stop=a",
+                     "--stop", "b"});
   ASSERT_TRUE(line.ok()) << line.status();
   EXPECT_EQ(line->command(), "generate");
   EXPECT_EQ(*line->Get("max-new-tokens"), "7");

@@ -36,7 +36,8 @@ TEST(ConfigLoaderTest, UnknownFieldIsAnErrorWithItsLine) {
   auto parsed = ParseServerConfig("port: 1\nprot: 2\n");
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(parsed.status().message().find("line 2"), std::string::npos) << parsed.status();
+  EXPECT_NE(parsed.status().message().find("line 2"), std::string::npos)
+      << parsed.status();
 }
 
 TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
@@ -45,7 +46,8 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
   config.mutable_limits()->set_default_max_new_tokens(20);
   auto resolved = WithDefaults(config);
   ASSERT_FALSE(resolved.ok());
-  EXPECT_NE(resolved.status().message().find("limits.default_max_new_tokens"), std::string::npos);
+  EXPECT_NE(resolved.status().message().find("limits.default_max_new_tokens"),
+            std::string::npos);
 
   ServerConfig bad_port;
   bad_port.set_port(70000);
@@ -58,7 +60,8 @@ TEST(ConfigLoaderTest, MissingFileIsNotFound) {
 }
 
 TEST(ConfigLoaderTest, ShippedExampleConfigIsValid) {
-  auto config = LoadServerConfig(std::string(IBLIP_SOURCE_DIR) + "/config/server.pbtxt");
+  auto config =
+      LoadServerConfig(std::string(IBLIP_SOURCE_DIR) + "/config/server.pbtxt");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(WithDefaults(*config).ok());
 }

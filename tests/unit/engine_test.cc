@@ -36,7 +36,8 @@ class RecordingSink final : public ResponseSink {
   std::vector<int32_t> Tokens(int index = 0) const {
     std::vector<int32_t> ids;
     for (const auto& d : deltas) {
-      if (d.index == index) ids.insert(ids.end(), d.token_ids.begin(), d.token_ids.end());
+      if (d.index == index)
+        ids.insert(ids.end(), d.token_ids.begin(), d.token_ids.end());
     }
     return ids;
   }
@@ -63,17 +64,20 @@ class EngineTest : public ::testing::Test {
  protected:
   EngineTest()
       : engine_(*SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
-                SharedTinyModel().manifest.eos_token_ids, metrics_, Engine::Options{2}) {
+                SharedTinyModel().manifest.eos_token_ids, metrics_,
+                Engine::Options{2}) {
     engine_.Start();
   }
 
-  std::shared_ptr<GenerationRequest> MakeRequest(const std::string& prompt, int max_new_tokens) {
+  std::shared_ptr<GenerationRequest> MakeRequest(const std::string& prompt,
+                                                 int max_new_tokens) {
     const auto& tiny = SharedTinyModel();
     auto request = std::make_shared<GenerationRequest>();
     request->request_id = "test";
     request->arrival = absl::Now();
     request->pixels.size = tiny.manifest.image.size;
-    request->pixels.chw.assign(3ull * request->pixels.size * request->pixels.size, 0.1f);
+    request->pixels.chw.assign(
+        3ull * request->pixels.size * request->pixels.size, 0.1f);
     request->prompt_ids = tiny.lm_tokenizer->EncodePrompt(prompt);
     request->qformer_ids = tiny.qformer_tokenizer->Encode(prompt);
     request->settings.max_new_tokens = max_new_tokens;
@@ -81,7 +85,8 @@ class EngineTest : public ::testing::Test {
     return request;
   }
 
-  std::shared_ptr<RecordingSink> Run(std::shared_ptr<GenerationRequest> request) {
+  std::shared_ptr<RecordingSink> Run(
+      std::shared_ptr<GenerationRequest> request) {
     auto sink = std::make_shared<RecordingSink>();
     request->sink = sink;
     EXPECT_TRUE(engine_.Admit().ok());
@@ -134,7 +139,9 @@ TEST_F(EngineTest, SeededSamplingIsReproducibleAndSequencesDiffer) {
 TEST_F(EngineTest, CancelStopsWithinOneStep) {
   auto request = MakeRequest("describe", 200);
   auto sink = std::make_shared<RecordingSink>();
-  sink->on_delta = [request](const SequenceDelta&) { request->cancelled.store(true); };
+  sink->on_delta = [request](const SequenceDelta&) {
+    request->cancelled.store(true);
+  };
   request->sink = sink;
   ASSERT_TRUE(engine_.Admit().ok());
   engine_.Submit(request);
@@ -167,7 +174,8 @@ TEST_F(EngineTest, AdmissionIsBoundedAndReleased) {
 TEST_F(EngineTest, StopSequenceEndsTheSequence) {
   auto reference = Run(MakeRequest("what is in the picture", 12));
   const std::string text = reference->Text();
-  ASSERT_GE(text.size(), 4u) << "the tiny model's greedy text is too short for this test";
+  ASSERT_GE(text.size(), 4u)
+      << "the tiny model's greedy text is too short for this test";
   auto request = MakeRequest("what is in the picture", 12);
   request->settings.stop_sequences = {text.substr(2, 2)};
   auto stopped = Run(request);

@@ -44,7 +44,8 @@ TEST(GenerationResultTest, SeveralSequencesAreListed) {
   response.add_sequences()->set_text("a");
   response.add_sequences()->set_text("b");
   response.mutable_sequences(1)->set_finish_reason(v1::FINISH_REASON_LENGTH);
-  auto json = nlohmann::json::parse(GenerationResult::FromUnary(response).ToJson());
+  auto json =
+      nlohmann::json::parse(GenerationResult::FromUnary(response).ToJson());
   EXPECT_EQ(json["text"], "a");
   ASSERT_EQ(json["sequences"].size(), 2u);
   EXPECT_EQ(json["sequences"][1]["finish_reason"], "length");

@@ -39,19 +39,25 @@ TEST(PackageTest, MissingPackageIsNotFound) {
 class BrokenPackageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("iblip-broken-" + std::to_string(::getpid()));
+    dir_ = fs::temp_directory_path() /
+           ("iblip-broken-" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::copy(TinyPackageDir(), dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-  void WriteManifest(const std::string& text) { std::ofstream(dir_ / "package.json") << text; }
-  nlohmann::json Manifest() { return nlohmann::json::parse(std::ifstream(dir_ / "package.json")); }
+  void WriteManifest(const std::string& text) {
+    std::ofstream(dir_ / "package.json") << text;
+  }
+  nlohmann::json Manifest() {
+    return nlohmann::json::parse(std::ifstream(dir_ / "package.json"));
+  }
   fs::path dir_;
 };
 
 TEST_F(BrokenPackageTest, CorruptJsonIsFailedPrecondition) {
   WriteManifest("{ not json");
-  EXPECT_EQ(LoadPackageManifest(dir_).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(LoadPackageManifest(dir_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(BrokenPackageTest, MissingFieldIsNamed) {
@@ -60,14 +66,16 @@ TEST_F(BrokenPackageTest, MissingFieldIsNamed) {
   WriteManifest(manifest.dump());
   auto status = LoadPackageManifest(dir_).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(status.message().find("num_query_tokens"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("num_query_tokens"), std::string::npos)
+      << status;
 }
 
 TEST_F(BrokenPackageTest, MissingModuleFileIsNotFound) {
   fs::remove(dir_ / "vision.pt");
   auto status = LoadPackageManifest(dir_).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(status.message().find("modules.vision"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("modules.vision"), std::string::npos)
+      << status;
 }
 
 TEST_F(BrokenPackageTest, CorruptTorchScriptFailsToLoadWithAStatus) {
@@ -83,13 +91,16 @@ TEST_F(BrokenPackageTest, UnknownFormatVersionIsRejected) {
   auto manifest = Manifest();
   manifest["format_version"] = 99;
   WriteManifest(manifest.dump());
-  EXPECT_EQ(LoadPackageManifest(dir_).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(LoadPackageManifest(dir_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(InstructBlipModelTest, BadDeviceIsInvalidArgument) {
   auto manifest = LoadPackageManifest(TinyPackageDir());
   ASSERT_TRUE(manifest.ok());
-  EXPECT_EQ(InstructBlipModel::Load(*manifest, RuntimeOptions{"tpu:7", 1}).status().code(),
+  EXPECT_EQ(InstructBlipModel::Load(*manifest, RuntimeOptions{"tpu:7", 1})
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -99,13 +110,15 @@ TEST(InstructBlipModelTest, LogitsMatchPythonReference) {
       testing::ReadFileOrDie(TinyPackageDir() + "/reference.json"));
   PixelValues pixels;
   pixels.size = tiny.manifest.image.size;
-  pixels.chw.assign(3ull * pixels.size * pixels.size, reference["pixel_fill"].get<float>());
+  pixels.chw.assign(3ull * pixels.size * pixels.size,
+                    reference["pixel_fill"].get<float>());
   auto image = tiny.model->EncodeImage(
       pixels, reference["qformer_input_ids"].get<std::vector<int32_t>>());
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->num_positions(), tiny.manifest.num_query_tokens);
 
-  auto logits = tiny.model->NextTokenLogits(*image, reference["input_ids"].get<std::vector<int32_t>>());
+  auto logits = tiny.model->NextTokenLogits(
+      *image, reference["input_ids"].get<std::vector<int32_t>>());
   ASSERT_TRUE(logits.ok()) << logits.status();
   const auto expected = reference["logits"].get<std::vector<float>>();
   ASSERT_EQ(logits->size(), expected.size());

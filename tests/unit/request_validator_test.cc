@@ -25,10 +25,12 @@ v1::GenerateRequest ValidRequest() {
 }
 
 // Expects INVALID_ARGUMENT whose message starts with `field`.
-void ExpectInvalid(const v1::GenerateRequest& request, const std::string& field) {
+void ExpectInvalid(const v1::GenerateRequest& request,
+                   const std::string& field) {
   auto result = ValidateGenerateRequest(request, TestLimits(), 1);
   ASSERT_FALSE(result.ok()) << "expected an error for " << field;
-  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+      << result.status();
   EXPECT_EQ(result.status().message().rfind(field, 0), 0u) << result.status();
 }
 
@@ -101,24 +103,42 @@ TEST(RequestValidatorTest, ParameterRanges) {
   const Case cases[] = {
       {"parameters.max_new_tokens", [](auto& p) { p.set_max_new_tokens(0); }},
       {"parameters.max_new_tokens", [](auto& p) { p.set_max_new_tokens(201); }},
-      {"parameters.min_new_tokens", [](auto& p) { p.set_max_new_tokens(5); p.set_min_new_tokens(6); }},
+      {"parameters.min_new_tokens",
+       [](auto& p) {
+         p.set_max_new_tokens(5);
+         p.set_min_new_tokens(6);
+       }},
       {"parameters.temperature", [](auto& p) { p.set_temperature(-1); }},
-      {"parameters.temperature", [](auto& p) { p.set_temperature(std::nanf("")); }},
+      {"parameters.temperature",
+       [](auto& p) { p.set_temperature(std::nanf("")); }},
       {"parameters.top_k", [](auto& p) { p.set_top_k(322); }},
       {"parameters.top_p", [](auto& p) { p.set_top_p(0); }},
       {"parameters.top_p", [](auto& p) { p.set_top_p(1.5f); }},
-      {"parameters.repetition_penalty", [](auto& p) { p.set_repetition_penalty(0); }},
+      {"parameters.repetition_penalty",
+       [](auto& p) { p.set_repetition_penalty(0); }},
       {"parameters.length_penalty", [](auto& p) { p.set_length_penalty(11); }},
       {"parameters.num_beams", [](auto& p) { p.set_num_beams(0); }},
       {"parameters.num_beams", [](auto& p) { p.set_num_beams(9); }},
-      {"parameters.num_beams", [](auto& p) { p.set_num_beams(2); p.set_temperature(1); }},
-      {"parameters.num_return_sequences", [](auto& p) { p.set_num_return_sequences(2); }},
+      {"parameters.num_beams",
+       [](auto& p) {
+         p.set_num_beams(2);
+         p.set_temperature(1);
+       }},
       {"parameters.num_return_sequences",
-       [](auto& p) { p.set_temperature(1); p.set_num_return_sequences(9); }},
-      {"parameters.stop_sequences[0]", [](auto& p) { p.add_stop_sequences(""); }},
-      {"parameters.stop_sequences[0]", [](auto& p) { p.add_stop_sequences(std::string(129, 'x')); }},
-      {"parameters.stop_sequences[0]", [](auto& p) { p.add_stop_sequences("\xFF"); }},
-      {"parameters.stop_sequences", [](auto& p) {
+       [](auto& p) { p.set_num_return_sequences(2); }},
+      {"parameters.num_return_sequences",
+       [](auto& p) {
+         p.set_temperature(1);
+         p.set_num_return_sequences(9);
+       }},
+      {"parameters.stop_sequences[0]",
+       [](auto& p) { p.add_stop_sequences(""); }},
+      {"parameters.stop_sequences[0]",
+       [](auto& p) { p.add_stop_sequences(std::string(129, 'x')); }},
+      {"parameters.stop_sequences[0]",
+       [](auto& p) { p.add_stop_sequences("\xFF"); }},
+      {"parameters.stop_sequences",
+       [](auto& p) {
          for (int i = 0; i < 9; ++i) p.add_stop_sequences("x");
        }},
   };
@@ -156,18 +176,19 @@ TEST(RequestValidatorTest, TokenBudget) {
   settings.max_new_tokens = 200;
   auto status = ValidateTokenBudget(50, 8, settings, TestLimits());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(status.message().rfind("parameters.max_new_tokens", 0), 0u) << status;
+  EXPECT_EQ(status.message().rfind("parameters.max_new_tokens", 0), 0u)
+      << status;
 }
 
 TEST(Utf8Test, AcceptsValidAndRejectsMalformed) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80"));
-  EXPECT_FALSE(IsValidUtf8("\x80"));                  // lone continuation
-  EXPECT_FALSE(IsValidUtf8("\xC3"));                  // truncated
-  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));              // overlong
-  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));          // surrogate
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));      // > U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\x80"));              // lone continuation
+  EXPECT_FALSE(IsValidUtf8("\xC3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // > U+10FFFF
 }
 
 }  // namespace

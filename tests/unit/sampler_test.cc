@@ -23,7 +23,8 @@ TEST(SamplerTest, RepetitionPenaltyFollowsHuggingFace) {
   SamplingParams p = Greedy();
   p.repetition_penalty = 2.0f;
   Sampler sampler(p, 1);
-  // Seen token 1 (positive logit) is divided, seen token 2 (negative) multiplied.
+  // Seen token 1 (positive logit) is divided, seen token 2 (negative)
+  // multiplied.
   std::vector<float> logits = {1.0f, 3.0f, -1.0f, 2.0f};
   EXPECT_EQ(sampler.Next(logits, {1, 2, 1}), 3);
   EXPECT_FLOAT_EQ(logits[1], 1.5f);
@@ -86,7 +87,8 @@ TEST(SamplerTest, SamplingFollowsTheDistribution) {
     std::vector<float> logits = {0.0f, 1.0f};
     ones += sampler.Next(logits, {}) == 1;
   }
-  EXPECT_NEAR(ones / static_cast<double>(kDraws), std::exp(1.0) / (1 + std::exp(1.0)), 0.03);
+  EXPECT_NEAR(ones / static_cast<double>(kDraws),
+              std::exp(1.0) / (1 + std::exp(1.0)), 0.03);
 }
 
 }  // namespace

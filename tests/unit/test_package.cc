@@ -12,7 +12,9 @@ namespace iblip::testing {
 
 std::string TinyPackageDir() { return IBLIP_TINY_PACKAGE_DIR; }
 
-std::string FixturesDir() { return std::string(IBLIP_SOURCE_DIR) + "/../shared/fixtures"; }
+std::string FixturesDir() {
+  return std::string(IBLIP_SOURCE_DIR) + "/../shared/fixtures";
+}
 
 std::string ReadFileOrDie(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -36,13 +38,15 @@ TinyModel& SharedTinyModel() {
     auto manifest = model::LoadPackageManifest(TinyPackageDir());
     if (!manifest.ok()) throw std::runtime_error(manifest.status().ToString());
     t->manifest = *manifest;
-    auto loaded = model::InstructBlipModel::Load(t->manifest, model::RuntimeOptions{"cpu", 1});
+    auto loaded = model::InstructBlipModel::Load(
+        t->manifest, model::RuntimeOptions{"cpu", 1});
     if (!loaded.ok()) throw std::runtime_error(loaded.status().ToString());
     t->model = std::move(*loaded);
     auto lm = model::LmTokenizer::Load(t->manifest.lm_tokenizer);
     if (!lm.ok()) throw std::runtime_error(lm.status().ToString());
     t->lm_tokenizer = std::move(*lm);
-    auto qformer = model::WordPieceTokenizer::Load(t->manifest.qformer_tokenizer);
+    auto qformer =
+        model::WordPieceTokenizer::Load(t->manifest.qformer_tokenizer);
     if (!qformer.ok()) throw std::runtime_error(qformer.status().ToString());
     t->qformer_tokenizer = std::move(*qformer);
     return t;

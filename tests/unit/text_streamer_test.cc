@@ -16,7 +16,8 @@ std::vector<int32_t> WithoutBos(std::vector<int32_t> ids) {
 
 TEST(TextStreamerTest, DeltasConcatenateToTheFullDecode) {
   const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
-  const std::string text = "the red circle is left of a blue star \xE6\x97\xA5 \xF0\x9F\x98\x80 ok";
+  const std::string text =
+      "the red circle is left of a blue star \xE6\x97\xA5 \xF0\x9F\x98\x80 ok";
   const auto ids = WithoutBos(tokenizer.EncodePrompt(text));
   TextStreamer streamer(tokenizer, {});
   std::string streamed;
@@ -33,7 +34,8 @@ TEST(TextStreamerTest, DeltasConcatenateToTheFullDecode) {
 
 TEST(TextStreamerTest, StopSequenceSpanningTokensEndsTheText) {
   const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
-  const auto ids = WithoutBos(tokenizer.EncodePrompt("a red circle and a blue square"));
+  const auto ids =
+      WithoutBos(tokenizer.EncodePrompt("a red circle and a blue square"));
   TextStreamer streamer(tokenizer, {"d a b"});
   std::string streamed;
   bool stopped = false;
@@ -55,7 +57,8 @@ TEST(TextStreamerTest, HeldBackPrefixIsReleasedWhenItIsNotAStop) {
   TextStreamer streamer(tokenizer, {"three four"});
   std::string streamed;
   for (int32_t id : ids) streamed += streamer.Append(id).text;
-  EXPECT_NE(streamed, "one two three");  // "three" could still become "three four"
+  EXPECT_NE(streamed,
+            "one two three");  // "three" could still become "three four"
   streamed += streamer.Finish();
   EXPECT_EQ(streamed, "one two three");
 }

@@ -27,7 +27,8 @@ TEST(LmTokenizerTest, PromptStartsWithBosAndRoundTrips) {
 
 TEST(LmTokenizerTest, ByteFallbackRoundTripsNonAscii) {
   const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
-  const std::string text = "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80";
+  const std::string text =
+      "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80";
   EXPECT_EQ(tokenizer.Decode(tokenizer.EncodePrompt(text)), text);
 }
 
@@ -58,7 +59,8 @@ class FixtureTokenizerTest : public ::testing::Test {
     auto wordpiece = WordPieceTokenizer::Load(qformer);
     ASSERT_TRUE(wordpiece.ok()) << wordpiece.status();
     qformer_ = wordpiece->release();
-    cases_ = nlohmann::json::parse(testing::ReadFileOrDie(FixturesDir() + "/tokens/tiny-llama.json"));
+    cases_ = nlohmann::json::parse(
+        testing::ReadFileOrDie(FixturesDir() + "/tokens/tiny-llama.json"));
   }
   static inline LmTokenizer* lm_ = nullptr;
   static inline WordPieceTokenizer* qformer_ = nullptr;
@@ -76,9 +78,14 @@ TEST_F(FixtureTokenizerTest, AsciiPromptsMatchTheReference) {
   int checked = 0;
   for (const auto& c : cases_["cases"]) {
     const std::string text = c["text"];
-    if (!IsAscii(text) || text.find('[') != std::string::npos) continue;  // issue 4 covers the rest
-    EXPECT_EQ(lm_->EncodePrompt(text), c["input_ids"].get<std::vector<int32_t>>()) << text;
-    EXPECT_EQ(qformer_->Encode(text), c["qformer_input_ids"].get<std::vector<int32_t>>()) << text;
+    if (!IsAscii(text) || text.find('[') != std::string::npos)
+      continue;  // issue 4 covers the rest
+    EXPECT_EQ(lm_->EncodePrompt(text),
+              c["input_ids"].get<std::vector<int32_t>>())
+        << text;
+    EXPECT_EQ(qformer_->Encode(text),
+              c["qformer_input_ids"].get<std::vector<int32_t>>())
+        << text;
     if (text.empty() || text[0] != ' ') {  // leading-space decoding: issue 4
       EXPECT_EQ(lm_->Decode(c["input_ids"].get<std::vector<int32_t>>()),
                 c["decoded_skip_special"].get<std::string>())

@@ -1,0 +1,76 @@
+"""A small Python client for the iblip.v1 InstructBLIP service.
+
+Stubs are generated from proto/ at build time (build/python); put that
+directory and client/python on PYTHONPATH:
+
+    from iblip_client import Client
+    with Client("127.0.0.1:50051") as client:
+        for chunk in client.generate(open("cat.jpg", "rb").read(), "What is this?"):
+            print(chunk.text, end="", flush=True)
+"""
+
+import grpc
+
+from iblip.v1 import iblip_pb2, iblip_pb2_grpc
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_PARAMETER_FIELDS = {f.name for f in iblip_pb2.GenerationParameters.DESCRIPTOR.fields}
+
+
+def build_request(image, prompt="", *, priority=None, request_id="", **parameters):
+    """A GenerateRequest from encoded image bytes, a prompt and parameters
+    named as in GenerationParameters (max_new_tokens=..., temperature=...)."""
+    unknown = set(parameters) - _PARAMETER_FIELDS
+    if unknown:
+        raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
+    stop = parameters.pop("stop_sequences", None) or []
+    request = iblip_pb2.GenerateRequest(
+        images=[iblip_pb2.Image(data=image)], prompt=prompt, request_id=request_id,
+        parameters=iblip_pb2.GenerationParameters(stop_sequences=list(stop), **parameters))
+    if priority is not None:
+        request.priority = priority
+    return request
+
+
+class Client:
+    """Blocking client over one channel. Methods raise grpc.RpcError."""
+
+    def __init__(self, address, *, timeout=None, channel=None):
+        self._channel = channel or grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", 64 << 20),
+                              ("grpc.max_send_message_length", 64 << 20)])
+        self._stub = iblip_pb2_grpc.InstructBlipServiceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def generate(self, image, prompt="", **kwargs):
+        """Streams GenerateResponse messages. Cancel by closing the iterator."""
+        timeout = kwargs.pop("timeout", self._timeout)
+        return self._stub.Generate(build_request(image, prompt, **kwargs), timeout=timeout)
+
+    def generate_unary(self, image, prompt="", **kwargs):
+        timeout = kwargs.pop("timeout", self._timeout)
+        return self._stub.GenerateUnary(build_request(image, prompt, **kwargs), timeout=timeout)
+
+    def info(self):
+        return self._stub.GetModelInfo(iblip_pb2.GetModelInfoRequest(), timeout=self._timeout)
+
+    def tokenize(self, text):
+        return self._stub.Tokenize(iblip_pb2.TokenizeRequest(text=text), timeout=self._timeout)
+
+    def health(self, service=""):
+        """True if grpc.health.v1 says SERVING. (Encoded by hand: grpcio ships
+        no health stubs here; the request is field 1, the status field 1.)"""
+        check = self._channel.unary_unary(_HEALTH_CHECK, request_serializer=None,
+                                          response_deserializer=None)
+        encoded = service.encode()
+        request = (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
+        return check(request, timeout=self._timeout or 5) == b"\x08\x01"
