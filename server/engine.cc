@@ -149,9 +149,15 @@ void Engine::Run(GenerationRequest& request) {
   auto image = model_.EncodeImage(request.pixels, request.qformer_ids);
   if (!image.ok()) return Complete(request, image.status(), usage);
   usage.image_tokens = image->num_positions();
+  // One prefill; every returned sequence continues from a copy of its state.
+  model::SequenceState prompt_state;
+  auto first_logits = model_.Prefill(*image, request.prompt_ids, &prompt_state);
+  if (!first_logits.ok())
+    return Complete(request, first_logits.status(), usage);
 
   for (int index = 0; index < request.settings.num_return_sequences; ++index) {
-    absl::Status status = RunSequence(request, *image, index, usage);
+    absl::Status status =
+        RunSequence(request, prompt_state, *first_logits, index, usage);
     if (!status.ok()) return Complete(request, status, usage);
   }
   usage.total_time = absl::Now() - request.arrival;
@@ -159,8 +165,9 @@ void Engine::Run(GenerationRequest& request) {
 }
 
 absl::Status Engine::RunSequence(GenerationRequest& request,
-                                 const model::ImageEmbedding& image, int index,
-                                 UsageStats& usage) {
+                                 const model::SequenceState& prompt_state,
+                                 const std::vector<float>& first_logits,
+                                 int index, UsageStats& usage) {
   const GenerationSettings& settings = request.settings;
   model::SamplingParams params = settings.sampling;
   params.eos_token_ids = eos_token_ids_;
@@ -168,7 +175,8 @@ absl::Status Engine::RunSequence(GenerationRequest& request,
   model::Sampler sampler(params, settings.seed + static_cast<uint64_t>(index));
   model::TextStreamer streamer(tokenizer_, settings.stop_sequences);
 
-  std::vector<int32_t> ids = request.prompt_ids;
+  model::SequenceState state = prompt_state;
+  std::vector<float> logits = first_logits;
   std::vector<int32_t> generated;
   absl::Time last_token = absl::Now();
   for (int step = 0; step < settings.max_new_tokens; ++step) {
@@ -179,11 +187,13 @@ absl::Status Engine::RunSequence(GenerationRequest& request,
           absl::StrCat("deadline exceeded after ", usage.generated_tokens,
                        " generated tokens"));
     }
-    auto logits = model_.NextTokenLogits(image, ids);
-    if (!logits.ok()) return logits.status();
-    const int32_t token = sampler.Next(*logits, generated);
+    if (step > 0) {
+      auto next = model_.Decode(generated.back(), &state);
+      if (!next.ok()) return next.status();
+      logits = std::move(*next);
+    }
+    const int32_t token = sampler.Next(logits, generated);
     generated.push_back(token);
-    ids.push_back(token);
 
     const absl::Time now = absl::Now();
     if (usage.generated_tokens == 0) {

@@ -62,7 +62,8 @@ class Engine {
   void Run(GenerationRequest& request);
   // Generates sequence `index`; returns its status (non-OK ends the request).
   absl::Status RunSequence(GenerationRequest& request,
-                           const model::ImageEmbedding& image, int index,
+                           const model::SequenceState& prompt_state,
+                           const std::vector<float>& first_logits, int index,
                            UsageStats& usage);
   void Complete(GenerationRequest& request, const absl::Status& status,
                 const UsageStats& usage);

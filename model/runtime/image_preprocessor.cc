@@ -60,7 +60,7 @@ absl::StatusOr<PixelValues> ImagePreprocessor::Process(
     for (int x = 0; x < spec_.size; ++x) {
       for (int c = 0; c < 3; ++c) {
         const float value =
-            static_cast<float>(row[3 * x + c]) * (1.0f / 255.0f);
+            static_cast<float>(row[3 * x + c]) * spec_.rescale_factor;
         out.chw[c * plane + static_cast<size_t>(y) * spec_.size + x] =
             (value - spec_.mean[c]) / spec_.std[c];
       }

@@ -30,15 +30,38 @@ class ImageEmbedding {
   std::shared_ptr<const Impl> impl_;
 };
 
+// The language model's state for one sequence: its KV cache (LLaMA), or its
+// encoder output, cross-attention and decoder caches (T5). Owned by the
+// engine. Copies share the cached prefix (tensors are never written in
+// place), so several sequences can continue one prompt.
+class SequenceState {
+ public:
+  SequenceState();
+  ~SequenceState();
+  SequenceState(const SequenceState& other);
+  SequenceState& operator=(const SequenceState& other);
+  SequenceState(SequenceState&&) noexcept;
+  SequenceState& operator=(SequenceState&&) noexcept;
+
+  // Positions the language model has consumed (LLaMA: image + prompt +
+  // generated; T5: decoder inputs). 0 before Prefill.
+  int length() const;
+
+ private:
+  friend class InstructBlipModel;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct RuntimeOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int num_threads = 0;         // torch intra-op threads; 0 = number of CPUs
 };
 
-// Vision encoder -> Q-Former -> projection -> language model, as TorchScript
-// modules of a model package. NOT thread-safe: exactly one thread (the
-// engine thread) calls into it. Errors from torch become absl::Status here
-// and never escape as exceptions.
+// Vision encoder -> Q-Former + projection -> language model, as the
+// TorchScript modules of a model package. NOT thread-safe: exactly one thread
+// (the engine thread) calls into it. Errors from torch become absl::Status
+// here and never escape as exceptions.
 class InstructBlipModel {
  public:
   static absl::StatusOr<std::unique_ptr<InstructBlipModel>> Load(
@@ -48,13 +71,21 @@ class InstructBlipModel {
   InstructBlipModel& operator=(const InstructBlipModel&) = delete;
 
   // Runs the vision encoder and the instruction-aware Q-Former on one image.
+  // `qformer_mask` (1 keep, 0 padding) defaults to all ones; the server never
+  // pads, since padding shifts the Q-Former's text positions.
   absl::StatusOr<ImageEmbedding> EncodeImage(
-      const PixelValues& pixels, const std::vector<int32_t>& qformer_ids);
+      const PixelValues& pixels, const std::vector<int32_t>& qformer_ids,
+      const std::vector<int32_t>& qformer_mask = {});
 
-  // Logits [vocab] for the token that follows `ids` (prompt then generated
-  // tokens) after the image's soft prompt.
-  absl::StatusOr<std::vector<float>> NextTokenLogits(
-      const ImageEmbedding& image, const std::vector<int32_t>& ids);
+  // Runs the prompt ([soft prompt; prompt embeddings]) and returns the logits
+  // [vocab] of the first generated token; `state` receives the caches.
+  absl::StatusOr<std::vector<float>> Prefill(
+      const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
+      SequenceState* state);
+
+  // Feeds `token` (the last chosen one) and returns the next logits.
+  absl::StatusOr<std::vector<float>> Decode(int32_t token,
+                                            SequenceState* state);
 
   const std::string& device() const;
 

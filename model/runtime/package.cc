@@ -88,7 +88,7 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
     const std::string& directory) {
   std::error_code ec;
   fs::path dir = fs::absolute(directory, ec);
-  fs::path file = dir / "package.json";
+  fs::path file = dir / "manifest.json";
   if (!fs::is_directory(dir)) {
     return absl::NotFoundError(
         absl::StrCat("model package directory not found: ", directory));
@@ -96,7 +96,7 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   std::ifstream in(file);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(
-        "model package has no package.json: ", file.string(),
+        "model package has no manifest.json: ", file.string(),
         " (make one with model/export --checkpoint HF_DIR --output DIR)"));
   }
   json root = json::parse(in, /*cb=*/nullptr, /*allow_exceptions=*/false);
@@ -116,19 +116,31 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
         absl::StrCat("is ", version, "; this server reads ", kFormatVersion));
   }
   ASSIGN_OR_RETURN(m.model_id, r.Get<std::string>("model_id"));
-  std::string family;
-  ASSIGN_OR_RETURN(family, r.Get<std::string>("lm_family"));
-  if (family == "llama") {
+  std::string text;
+  ASSIGN_OR_RETURN(text, r.Get<std::string>("lm_family"));
+  if (text == "llama") {
     m.lm_family = LmFamily::kLlama;
-  } else if (family == "t5") {
+  } else if (text == "t5") {
     m.lm_family = LmFamily::kT5;
   } else {
     return r.Error("lm_family",
-                   absl::StrCat("is '", family, "', expected llama or t5"));
+                   absl::StrCat("is '", text, "', expected llama or t5"));
+  }
+  ASSIGN_OR_RETURN(text, r.GetOr<std::string>("prompt_layout", "prepend"));
+  if (text == "prepend") {
+    m.prompt_layout = PromptLayout::kPrepend;
+  } else if (text == "image_tokens") {
+    m.prompt_layout = PromptLayout::kImageTokens;
+  } else {
+    return r.Error(
+        "prompt_layout",
+        absl::StrCat("is '", text, "', expected prepend or image_tokens"));
   }
   ASSIGN_OR_RETURN(m.dtype, r.Get<std::string>("dtype"));
   ASSIGN_OR_RETURN(m.num_query_tokens, r.Get<int>("num_query_tokens"));
   ASSIGN_OR_RETURN(m.lm_vocab_size, r.Get<int>("lm_vocab_size"));
+  ASSIGN_OR_RETURN(m.lm_hidden_size, r.Get<int>("lm_hidden_size"));
+  ASSIGN_OR_RETURN(m.lm_num_layers, r.Get<int>("lm_num_layers"));
   ASSIGN_OR_RETURN(m.qformer_vocab_size, r.Get<int>("qformer_vocab_size"));
   ASSIGN_OR_RETURN(m.max_context_tokens, r.Get<int>("max_context_tokens"));
   if (m.num_query_tokens <= 0)
@@ -141,6 +153,8 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   ASSIGN_OR_RETURN(m.image.size, r.Get<int>("image.size"));
   ASSIGN_OR_RETURN(m.image.mean, (r.Get<std::array<float, 3>>("image.mean")));
   ASSIGN_OR_RETURN(m.image.std, (r.Get<std::array<float, 3>>("image.std")));
+  ASSIGN_OR_RETURN(m.image.rescale_factor,
+                   r.GetOr<float>("image.rescale_factor", 1.0f / 255.0f));
   if (m.image.size <= 0) return r.Error("image.size", "must be > 0");
   for (float s : m.image.std) {
     if (!(s > 0)) return r.Error("image.std", "must be > 0");
@@ -150,6 +164,8 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   ASSIGN_OR_RETURN(name, r.Get<std::string>("lm_tokenizer.file"));
   ASSIGN_OR_RETURN(m.lm_tokenizer.model_path,
                    ExistingFile(dir, name, "lm_tokenizer.file"));
+  ASSIGN_OR_RETURN(text, r.GetOr<std::string>("lm_tokenizer.kind", "llama"));
+  m.lm_tokenizer.t5 = text == "t5";
   ASSIGN_OR_RETURN(m.lm_tokenizer.bos_token_id,
                    r.GetOr<int32_t>("lm_tokenizer.bos_token_id", -1));
   ASSIGN_OR_RETURN(m.lm_tokenizer.append_eos,
@@ -158,6 +174,8 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
                    r.GetOr<int32_t>("lm_tokenizer.eos_token_id", -1));
   ASSIGN_OR_RETURN(m.lm_tokenizer.pad_token_id,
                    r.GetOr<int32_t>("lm_tokenizer.pad_token_id", -1));
+  ASSIGN_OR_RETURN(m.lm_tokenizer.unk_token_id,
+                   r.GetOr<int32_t>("lm_tokenizer.unk_token_id", -1));
   ASSIGN_OR_RETURN(m.lm_tokenizer.added_tokens,
                    (r.GetOr<std::map<std::string, int32_t>>(
                        "lm_tokenizer.added_tokens", {})));
@@ -174,10 +192,15 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
                    r.Get<std::vector<int32_t>>("generation.eos_token_ids"));
   if (m.eos_token_ids.empty())
     return r.Error("generation.eos_token_ids", "is empty");
+  ASSIGN_OR_RETURN(m.decoder_start_token_id,
+                   r.GetOr<int32_t>("generation.decoder_start_token_id", 0));
 
-  ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.vision"));
+  ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.vision_encoder"));
   ASSIGN_OR_RETURN(m.vision_module_path,
-                   ExistingFile(dir, name, "modules.vision"));
+                   ExistingFile(dir, name, "modules.vision_encoder"));
+  ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.qformer"));
+  ASSIGN_OR_RETURN(m.qformer_module_path,
+                   ExistingFile(dir, name, "modules.qformer"));
   ASSIGN_OR_RETURN(name, r.Get<std::string>("modules.language_model"));
   ASSIGN_OR_RETURN(m.language_module_path,
                    ExistingFile(dir, name, "modules.language_model"));

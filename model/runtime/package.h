@@ -11,25 +11,33 @@
 
 namespace iblip::model {
 
-// The model package: what `model/export` writes and the server loads.
-// A directory with package.json (this manifest), TorchScript modules and the
-// tokenizer files. Format described in model/PACKAGE.md.
+// The model package: what `model/export` writes and the server loads. A
+// directory with manifest.json, TorchScript modules and tokenizer files;
+// the format is described in model/PACKAGE.md.
 
 enum class LmFamily { kLlama, kT5 };
 
+// How the image's query embeddings meet the prompt. Both put the queries in
+// front of the prompt embeddings; kImageTokens checkpoints also expect
+// image_token_index placeholders, which the processor puts first.
+enum class PromptLayout { kPrepend, kImageTokens };
+
 struct ImageSpec {
   int size = 224;               // images are resized to size x size
-  std::array<float, 3> mean{};  // per RGB channel, after x 1/255
+  std::array<float, 3> mean{};  // per RGB channel, after x rescale_factor
   std::array<float, 3> std{};
+  float rescale_factor = 1.0f / 255.0f;
 };
 
 struct LmTokenizerSpec {
   std::string model_path;     // SentencePiece .model, absolute
+  bool t5 = false;            // T5 (unigram, EOS appended) vs LLaMA style
   int32_t bos_token_id = -1;  // prepended to every prompt; -1 = none
   bool append_eos = false;    // T5 appends EOS to the prompt
   int32_t eos_token_id = -1;  // the tokenizer's EOS
   int32_t pad_token_id = -1;
-  // Tokens added on top of the SentencePiece vocabulary ("[PAD]" -> 1000).
+  int32_t unk_token_id = -1;
+  // Tokens added on top of the SentencePiece vocabulary ("[PAD]" -> 32000).
   std::map<std::string, int32_t> added_tokens;
 };
 
@@ -43,22 +51,27 @@ struct PackageManifest {
   std::string directory;  // absolute path of the package
   std::string model_id;
   LmFamily lm_family = LmFamily::kLlama;
+  PromptLayout prompt_layout = PromptLayout::kPrepend;
   std::string dtype;  // "fp32", "bf16"
   int num_query_tokens = 0;
   int lm_vocab_size = 0;
+  int lm_hidden_size = 0;
+  int lm_num_layers = 0;
   int qformer_vocab_size = 0;
   int max_context_tokens = 0;  // image positions + prompt + generated
   ImageSpec image;
   LmTokenizerSpec lm_tokenizer;
   QformerTokenizerSpec qformer_tokenizer;
   std::vector<int32_t> eos_token_ids;  // any of these ends a sequence
+  int32_t decoder_start_token_id = 0;  // T5: the decoder's first input
   std::string vision_module_path;      // absolute
+  std::string qformer_module_path;     // absolute
   std::string language_module_path;    // absolute
 };
 
 absl::string_view LmFamilyName(LmFamily family);
 
-// Reads `directory`/package.json. NOT_FOUND when the package or a file it
+// Reads `directory`/manifest.json. NOT_FOUND when the package or a file it
 // names is missing; FAILED_PRECONDITION when the manifest is malformed or of
 // an unsupported format version. Messages name the file and the field.
 absl::StatusOr<PackageManifest> LoadPackageManifest(

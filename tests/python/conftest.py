@@ -1,66 +1,8 @@
-"""Fixtures that run the real iblip-server binary on 127.0.0.1 (free ports)
-with the tiny random package, and always stop it."""
-
-import io
-import os
-import signal
-import subprocess
-import threading
-import time
+"""pytest fixtures for the end-to-end suites (helpers: server_harness.py)."""
 
 import pytest
 
-BUILD_DIR = os.environ.get("IBLIP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-PACKAGE_DIR = os.environ.get("IBLIP_TINY_PACKAGE_DIR", os.path.join(BUILD_DIR, "tiny-random-package"))
-SERVER_BIN = os.path.join(BUILD_DIR, "server", "iblip-server")
-CLIENT_BIN = os.path.join(BUILD_DIR, "client", "iblip-client")
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 30
-
-
-class RunningServer:
-    def __init__(self, process, address, metrics_address, log):
-        self.process = process
-        self.address = address
-        self.metrics_address = metrics_address
-        self.log = log  # list of stderr lines, filled by a thread
-
-
-def start_server(*extra_args):
-    args = [SERVER_BIN, "--model", PACKAGE_DIR, "--host", "127.0.0.1", "--port", "0",
-            "--metrics-port", "0", "--threads", "1", *extra_args]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = []
-    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
-    ready = {}
-
-    def read_ready_line():
-        for line in process.stdout:
-            if line.startswith("iblip-server ready"):
-                ready.update(kv.split("=", 1) for kv in line.split()[2:])
-                return
-
-    reader = threading.Thread(target=read_ready_line, daemon=True)
-    reader.start()
-    reader.join(START_TIMEOUT_S)
-    if "grpc" not in ready:
-        process.kill()
-        process.wait()
-        raise RuntimeError("server did not become ready:\n" + "".join(log))
-    return RunningServer(process, ready["grpc"], ready["metrics"], log)
-
-
-def stop_server(server):
-    """SIGTERM, then the exit code (a graceful drain exits 0)."""
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            return server.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-            raise
-    return server.process.returncode
+from server_harness import png_bytes, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -77,19 +19,8 @@ def client(server):
         yield c
 
 
-def png_bytes(width=64, height=48, color=(200, 30, 30)):
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def image_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("images") / "red.png"
     path.write_bytes(png_bytes())
     return str(path)
-
-
-def run_client(*args, timeout=60):
-    return subprocess.run([CLIENT_BIN, *args], capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,7 @@ import threading
 
 import grpc
 
-from conftest import PACKAGE_DIR, SERVER_BIN, png_bytes, start_server, stop_server
+from server_harness import PACKAGE_DIR, SERVER_BIN, png_bytes, start_server, stop_server
 
 
 def run_server_expecting_failure(package_dir):

@@ -6,7 +6,7 @@ import urllib.request
 import grpc
 import pytest
 
-from conftest import png_bytes
+from server_harness import png_bytes
 from iblip.v1 import iblip_pb2
 
 
@@ -27,11 +27,11 @@ def test_reflection_lists_the_service(server):
 
 def test_model_info(client):
     info = client.info()
-    assert info.model_id == "iblip/tiny-random"
+    assert info.model_id == "iblip/tiny-llama-random"
     assert info.lm_family == iblip_pb2.LANGUAGE_MODEL_FAMILY_LLAMA
     assert info.num_query_tokens == 8
     assert info.image_size == 224
-    assert list(info.eos_token_ids) == [2]
+    assert list(info.eos_token_ids) == [1, 2]  # config EOS and tokenizer </s>
     assert info.limits.max_new_tokens > 0
     assert info.default_parameters.max_new_tokens == 64
     assert info.default_parameters.temperature == 0

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -12,8 +13,48 @@ namespace iblip::testing {
 
 std::string TinyPackageDir() { return IBLIP_TINY_PACKAGE_DIR; }
 
-std::string FixturesDir() {
-  return std::string(IBLIP_SOURCE_DIR) + "/../shared/fixtures";
+std::string FixturesDir() { return IBLIP_FIXTURES_DIR; }
+
+std::string FixturePackageDir(const std::string& checkpoint) {
+  return std::string(IBLIP_FIXTURE_PACKAGES_DIR) + "/" + checkpoint;
+}
+
+NpyArray ReadNpyOrDie(const std::string& path) {
+  const std::string bytes = ReadFileOrDie(path);
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) {
+    throw std::runtime_error(path + ": not a .npy file");
+  }
+  const int major = static_cast<unsigned char>(bytes[6]);
+  size_t header_len = 0;
+  const size_t offset = major == 1 ? 10 : 12;
+  for (size_t i = 0; i < offset - 8; ++i) {
+    header_len |= size_t{static_cast<unsigned char>(bytes[8 + i])} << (8 * i);
+  }
+  const std::string header = bytes.substr(offset, header_len);
+  if (header.find("'<f4'") == std::string::npos ||
+      header.find("'fortran_order': False") == std::string::npos) {
+    throw std::runtime_error(path + ": expected C-order float32, header " +
+                             header);
+  }
+  NpyArray array;
+  const size_t open = header.find('(', header.find("'shape'"));
+  const size_t close = header.find(')', open);
+  std::stringstream dims(header.substr(open + 1, close - open - 1));
+  std::string dim;
+  size_t count = 1;
+  while (std::getline(dims, dim, ',')) {
+    if (dim.find_first_not_of(' ') == std::string::npos) continue;
+    array.shape.push_back(std::stoll(dim));
+    count *= static_cast<size_t>(array.shape.back());
+  }
+  const size_t data_offset = offset + header_len;
+  if (bytes.size() - data_offset != count * sizeof(float)) {
+    throw std::runtime_error(path + ": size does not match its shape");
+  }
+  array.data.resize(count);
+  std::memcpy(array.data.data(), bytes.data() + data_offset,
+              count * sizeof(float));
+  return array;
 }
 
 std::string ReadFileOrDie(const std::string& path) {

@@ -15,8 +15,17 @@ namespace iblip::testing {
 
 // build/tiny-random-package (made by model/python/iblip_model/tiny_random.py).
 std::string TinyPackageDir();
-// ../shared/fixtures next to the checkout (the Hugging Face reference outputs).
+// ../shared/fixtures next to the checkout (the Hugging Face reference outputs)
+// and the packages the build exported from its checkpoints.
 std::string FixturesDir();
+std::string FixturePackageDir(const std::string& checkpoint);
+
+// A float32 little-endian C-order .npy file.
+struct NpyArray {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+NpyArray ReadNpyOrDie(const std::string& path);
 
 std::string ReadFileOrDie(const std::string& path);
 // A width x height image of one RGB color, encoded as `extension` (".png").

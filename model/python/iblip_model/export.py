@@ -1,9 +1,207 @@
-"""model/export: Hugging Face InstructBLIP checkpoint -> model package."""
+"""model/export: Hugging Face InstructBLIP checkpoint -> model package.
+
+    model/export --checkpoint HF_DIR --output PACKAGE_DIR [--dtype fp32|bf16]
+
+Writes into a staging directory beside PACKAGE_DIR and renames it into place
+only after every TorchScript module was verified against the eager model, so
+a failed export leaves no package behind."""
 
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
+import time
+
+import torch
+
+from iblip_model import export_modules, tokenizer_files
+from iblip_model.hf_config import CheckpointError, load_config
+from iblip_model.modeling.instructblip import load_pretrained
+
+FORMAT_VERSION = 1
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# TorchScript vs eager on the same dtype: only operator fusion may differ.
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+T5_MAX_CONTEXT = 1024  # relative positions: no table limit; bounds the caches
+
+
+class Progress:
+    def __init__(self, log):
+        self.log = log
+        self.start = time.monotonic()
+
+    def step(self, message):
+        self.log(f"[export {time.monotonic() - self.start:6.1f}s] {message}")
+
+
+def _script(module, methods, frozen=True):
+    scripted = torch.jit.script(module.eval())
+    if frozen:
+        scripted = torch.jit.freeze(scripted, preserved_attrs=methods)
+    return scripted
+
+
+def _sample_inputs(config, generator):
+    size = config.vision.image_size
+    pixels = torch.randn(1, 3, size, size, generator=generator)
+    qformer_ids = torch.randint(1, config.qformer.vocab_size - 1, (1, 7), generator=generator)
+    vocab = config.text.vocab_size
+    prompt_ids = torch.randint(3, vocab, (1, 6), generator=generator)
+    return pixels, qformer_ids, prompt_ids
+
+
+def _max_diff(a, b):
+    return (a.to(torch.float32) - b.to(torch.float32)).abs().max().item()
+
+
+@torch.no_grad()
+def _verify(model, package_dir, files, config, tolerance, progress):
+    """Runs the saved TorchScript modules and the eager model on the same
+    inputs; returns the max |diff| of each output."""
+    generator = torch.Generator().manual_seed(0)
+    pixels, qformer_ids, prompt_ids = _sample_inputs(config, generator)
+    qformer_mask = torch.ones_like(qformer_ids)
+    vision = torch.jit.load(os.path.join(package_dir, files["vision_encoder"]))
+    qformer = torch.jit.load(os.path.join(package_dir, files["qformer"]))
+    lm = torch.jit.load(os.path.join(package_dir, files["language_model"]))
+
+    diffs = {}
+    image_embeds = vision(pixels)
+    diffs["image_embeds"] = _max_diff(image_embeds, model.vision_model(pixels))
+    soft = qformer(image_embeds, qformer_ids, qformer_mask)
+    eager_soft = model.soft_prompt(pixels, qformer_ids, qformer_mask)
+    diffs["soft_prompt"] = _max_diff(soft, eager_soft)
+    embeds = torch.cat([soft, lm.embed(prompt_ids)], dim=1)
+    eager_embeds = torch.cat([eager_soft, model.embed(prompt_ids)], dim=1)
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+    eager = model.language_model
+    next_ids = prompt_ids[:, -1:]
+    if config.lm_family == "llama":
+        positions = torch.arange(embeds.shape[1])[None]
+        logits, keys, values = lm.prefill(embeds, mask, positions)
+        hidden, e_keys, e_values = eager.forward_cached(eager_embeds, mask, positions, None, None)
+        diffs["prefill_logits"] = _max_diff(logits, eager.logits(hidden[:, -1]))
+        mask2 = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], dim=1)
+        step_pos = positions[:, -1:] + 1
+        logits, _, _ = lm.decode(next_ids, mask2, step_pos, keys, values)
+        hidden, _, _ = eager.forward_cached(model.embed(next_ids), mask2, step_pos, e_keys, e_values)
+        diffs["decode_logits"] = _max_diff(logits, eager.logits(hidden[:, -1]))
+    else:
+        encoded = lm.encode(embeds, mask)
+        e_encoded = eager.encode(eager_embeds, mask)
+        diffs["encoder"] = _max_diff(encoded, e_encoded)
+        cross_k, cross_v = lm.cross_kv(encoded)
+        e_cross_k, e_cross_v = eager.cross_kv(e_encoded)
+        start = torch.full((1, 1), config.text.decoder_start_token_id, dtype=torch.long)
+        pos, self_mask = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long)
+        logits, keys, values = lm.decode(start, pos, self_mask, None, None, cross_k, cross_v, mask)
+        e_logits, e_keys, e_values = eager.decode_cached(start, pos, self_mask, None, None,
+                                                         e_cross_k, e_cross_v, mask)
+        diffs["first_step_logits"] = _max_diff(logits, e_logits)
+        pos2, mask2 = torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long)
+        logits, _, _ = lm.decode(next_ids, pos2, mask2, keys, values, cross_k, cross_v, mask)
+        e_logits, _, _ = eager.decode_cached(next_ids, pos2, mask2, e_keys, e_values,
+                                             e_cross_k, e_cross_v, mask)
+        diffs["decode_logits"] = _max_diff(logits, e_logits)
+    worst = max(diffs, key=diffs.get)
+    progress.step("verified TorchScript against eager: "
+                  + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    if diffs[worst] > tolerance:
+        raise CheckpointError(f"verification failed: {worst} differs by {diffs[worst]:.3e} "
+                              f"(tolerance {tolerance})")
+    return diffs
+
+
+def _prepare_output(output_dir):
+    """A staging directory beside output_dir. Refuses to replace a directory
+    that is neither empty nor a model package."""
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir):
+        if not os.path.isdir(output_dir):
+            raise CheckpointError(f"--output {output_dir}: exists and is not a directory")
+        if os.listdir(output_dir) and not os.path.isfile(os.path.join(output_dir, "manifest.json")):
+            raise CheckpointError(f"--output {output_dir}: not empty and not a model package; "
+                                  "refusing to replace it")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(staging, 0o755)  # mkdtemp makes it private
+    return output_dir, staging
+
+
+def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
+    """Exports one checkpoint; returns the manifest. Raises CheckpointError."""
+    if dtype not in DTYPES:
+        raise CheckpointError(f"--dtype {dtype}: expected one of {sorted(DTYPES)}")
+    progress = Progress(log)
+    config = load_config(checkpoint_dir)
+    progress.step(f"config: {config.lm_family} language model, {config.num_query_tokens} queries, "
+                  f"vision {config.vision.num_hidden_layers}x{config.vision.hidden_size}")
+    lm_section, lm_files = tokenizer_files.lm_tokenizer(checkpoint_dir, config)
+    qformer_section, qformer_files = tokenizer_files.qformer_tokenizer(checkpoint_dir, config)
+    image_section = tokenizer_files.image_processor(checkpoint_dir, config)
+    generation = tokenizer_files.generation_settings(checkpoint_dir, config, lm_section)
+    model = load_pretrained(checkpoint_dir, DTYPES[dtype])
+    parameters = sum(p.numel() for p in model.parameters())
+    progress.step(f"loaded {parameters / 1e6:.1f}M parameters as {dtype}")
+
+    output_dir, staging = _prepare_output(output_dir)
+    try:
+        files = {"vision_encoder": "vision_encoder.pt", "qformer": "qformer.pt",
+                 "language_model": "language_model.pt"}
+        _script(export_modules.VisionEncoder(model.vision_model), []).save(
+            os.path.join(staging, files["vision_encoder"]))
+        progress.step("scripted the vision encoder")
+        _script(export_modules.QFormerProjector(model), []).save(os.path.join(staging, files["qformer"]))
+        progress.step("scripted the Q-Former and projection")
+        if config.lm_family == "llama":
+            lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
+        else:
+            lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
+        _script(lm, methods).save(os.path.join(staging, files["language_model"]))
+        progress.step(f"scripted the language model ({', '.join(methods)})")
+        for name, source in {**lm_files, **qformer_files}.items():
+            shutil.copyfile(source, os.path.join(staging, name))
+        diffs = _verify(model, staging, files, config, TOLERANCE[dtype], progress)
+
+        text = config.text
+        llama = config.lm_family == "llama"
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model_id": model_id or config.raw.get("_name_or_path") or os.path.basename(
+                os.path.normpath(checkpoint_dir)),
+            "lm_family": config.lm_family,
+            "dtype": dtype,
+            "num_query_tokens": config.num_query_tokens,
+            "lm_vocab_size": text.vocab_size,
+            "lm_hidden_size": text.hidden_size if llama else text.d_model,
+            "lm_num_layers": text.num_hidden_layers if llama else text.num_decoder_layers,
+            "qformer_vocab_size": config.qformer.vocab_size,
+            "max_context_tokens": text.max_position_embeddings if llama else T5_MAX_CONTEXT,
+            "prompt_layout": "image_tokens" if config.image_token_index is not None else "prepend",
+            "image_token_index": config.image_token_index,
+            "image": image_section,
+            "lm_tokenizer": lm_section,
+            "qformer_tokenizer": qformer_section,
+            "generation": generation,
+            "modules": files,
+            "export": {"source": os.path.abspath(checkpoint_dir), "torch": torch.__version__,
+                       "verification_max_abs_diff": diffs},
+        }
+        with open(os.path.join(staging, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.rename(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    size = sum(os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir))
+    progress.step(f"wrote {output_dir} ({size / 1e6:.1f} MB)")
+    return manifest
 
 
 def parse_args(argv):
@@ -13,20 +211,17 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", required=True,
                         help="Hugging Face model directory (config.json, weights, tokenizers)")
     parser.add_argument("--output", required=True, help="package directory to write")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                         help="weight dtype of the exported modules (default fp32)")
+    parser.add_argument("--model-id", help="model id to report (default: the directory name)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    config_path = os.path.join(args.checkpoint, "config.json")
-    if not os.path.isfile(config_path):
-        print(f"model/export: {config_path} not found: not a Hugging Face checkpoint directory",
-              file=sys.stderr)
-        return 2
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    print(f"model/export: {config.get('architectures', ['?'])[0]} checkpoints are not "
-          "convertible by this version yet", file=sys.stderr)
-    return 3
+    try:
+        export(args.checkpoint, args.output, args.dtype, model_id=args.model_id)
+    except CheckpointError as e:
+        print(f"model/export: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,169 @@
+"""LLaMA / Vicuna (LlamaForCausalLM), with the KV cache kept outside: each
+layer returns the keys and values it computed, and takes the past ones in."""
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from iblip_model.modeling.common import Activation, min_value
+
+
+class LlamaRMSNorm(nn.Module):
+    eps: torch.jit.Final[float]
+
+    def __init__(self, hidden: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class LlamaRotaryEmbedding(nn.Module):
+    """cos/sin for integer positions [B,T] (HF's rotate_half convention)."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[:, :, None].to(torch.float32) * self.inv_freq[None, None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class LlamaAttention(nn.Module):
+    heads: torch.jit.Final[int]
+    kv_heads: torch.jit.Final[int]
+    head_dim: torch.jit.Final[int]
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = config.hidden_size
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = hidden // self.heads
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past_key: Optional[torch.Tensor], past_value: Optional[torch.Tensor]
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B,T,H]; mask additive [B,1,T,S+T]; past [B,KV,S,D] or None.
+        Returns the output and this step's keys/values [B,KV,T,D] (rotated)."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        cos4, sin4 = cos[:, None], sin[:, None]
+        q = q * cos4 + rotate_half(q) * sin4
+        k = k * cos4 + rotate_half(k) * sin4
+        keys, values = k, v
+        if past_key is not None and past_value is not None:
+            keys = torch.cat([past_key, k], dim=2)
+            values = torch.cat([past_value, v], dim=2)
+        if self.kv_heads != self.heads:
+            repeat = self.heads // self.kv_heads
+            keys = keys.repeat_interleave(repeat, dim=1)
+            values = values.repeat_interleave(repeat, dim=1)
+        scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(self.head_dim) + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs, values).transpose(1, 2).reshape(b, t, -1)
+        return self.o_proj(out), k, v
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = Activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.self_attn = LlamaAttention(config)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past_key: Optional[torch.Tensor], past_value: Optional[torch.Tensor]
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    """The decoder over inputs_embeds. forward_cached runs T new positions
+    after S cached ones and returns hidden states and the new keys/values."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.rotary_emb = LlamaRotaryEmbedding(head_dim, config.rope_theta)
+
+    def forward_cached(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       position_ids: torch.Tensor, past_keys: Optional[torch.Tensor],
+                       past_values: Optional[torch.Tensor]
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs_embeds [B,T,H]; attention_mask [B,S+T] (1 keep, 0 pad) over
+        past and new positions; position_ids [B,T]; past [L,B,KV,S,D] or None.
+        Returns final hidden states [B,T,H] and new keys/values [L,B,KV,T,D]."""
+        x = inputs_embeds.to(self.lm_head.weight.dtype)
+        b, t, _ = x.shape
+        total = attention_mask.shape[1]
+        past_length = total - t
+        keep = attention_mask[:, None, None, :].to(torch.bool)
+        # Causal within the new positions; every past position is visible.
+        causal = torch.ones(t, total, dtype=torch.bool, device=x.device).tril(past_length)
+        allowed = keep & causal[None, None]
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~allowed, min_value(x.dtype))
+        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        new_keys: List[torch.Tensor] = []
+        new_values: List[torch.Tensor] = []
+        for i, layer in enumerate(self.model.layers):
+            past_key: Optional[torch.Tensor] = None
+            past_value: Optional[torch.Tensor] = None
+            if past_keys is not None and past_values is not None:
+                past_key = past_keys[i]
+                past_value = past_values[i]
+            x, k, v = layer(x, cos, sin, mask, past_key, past_value)
+            new_keys.append(k)
+            new_values.append(v)
+        return self.model.norm(x), torch.stack(new_keys), torch.stack(new_values)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).to(torch.float32)

@@ -1,0 +1,143 @@
+"""Reads the tokenizer and processor files of a Hugging Face InstructBLIP
+checkpoint into manifest sections, and names the files a package copies."""
+
+import json
+import os
+
+from iblip_model.hf_config import CheckpointError
+
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _read_json(path, default=None):
+    if not os.path.isfile(path):
+        if default is not None:
+            return default
+        raise CheckpointError(f"{path}: not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+def _token_text(value):
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _added_tokens(directory):
+    added = dict(_read_json(os.path.join(directory, "added_tokens.json"), default={}))
+    config = _read_json(os.path.join(directory, "tokenizer_config.json"), default={})
+    for token_id, info in (config.get("added_tokens_decoder") or {}).items():
+        added.setdefault(info["content"], int(token_id))
+    return added
+
+
+def lm_tokenizer(checkpoint_dir, config):
+    """(manifest section, {package name: source path})."""
+    import sentencepiece  # Debian's python3-sentencepiece
+
+    name = "tokenizer.model" if config.lm_family == "llama" else "spiece.model"
+    path = os.path.join(checkpoint_dir, name)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: not found (the language model's SentencePiece tokenizer)")
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(path)
+    except Exception as e:  # sentencepiece raises OSError/RuntimeError
+        raise CheckpointError(f"{path}: not a SentencePiece model ({e})") from e
+    tok_config = _read_json(os.path.join(checkpoint_dir, "tokenizer_config.json"), default={})
+    special = _read_json(os.path.join(checkpoint_dir, "special_tokens_map.json"), default={})
+    added = _added_tokens(checkpoint_dir)
+    if config.lm_family == "t5" and not any(t.startswith("<extra_id_") for t in added):
+        extra = int(tok_config.get("extra_ids", 100))
+        pieces = processor.GetPieceSize()
+        added.update({f"<extra_id_{i}>": pieces + extra - 1 - i for i in range(extra)})
+
+    def token_id(key):
+        text = _token_text(tok_config.get(key) or special.get(key))
+        if text is None:
+            return -1
+        if text in added:
+            return added[text]
+        piece = processor.PieceToId(text)
+        return piece if processor.IdToPiece(piece) == text else -1
+
+    llama = config.lm_family == "llama"
+    add_bos = bool(tok_config.get("add_bos_token", llama))
+    section = {
+        "file": "lm_tokenizer.model",
+        "kind": "llama" if llama else "t5",
+        "bos_token_id": token_id("bos_token") if add_bos else -1,
+        "append_eos": bool(tok_config.get("add_eos_token", not llama)),
+        "eos_token_id": token_id("eos_token"),
+        "pad_token_id": token_id("pad_token"),
+        "unk_token_id": token_id("unk_token"),
+        "added_tokens": added,
+        "truncation_side": tok_config.get("truncation_side", "left"),
+        "sentencepiece_size": processor.GetPieceSize(),
+    }
+    return section, {"lm_tokenizer.model": path}
+
+
+def qformer_tokenizer(checkpoint_dir, config):
+    directory = os.path.join(checkpoint_dir, "qformer_tokenizer")
+    vocab = os.path.join(directory, "vocab.txt")
+    if not os.path.isfile(vocab):
+        raise CheckpointError(f"{vocab}: not found (the Q-Former's WordPiece vocabulary)")
+    tok_config = _read_json(os.path.join(directory, "tokenizer_config.json"), default={})
+    max_length = min(int(tok_config.get("model_max_length", 512)), config.qformer.max_position_embeddings)
+    section = {
+        "vocab_file": "qformer_vocab.txt",
+        "lowercase": bool(tok_config.get("do_lower_case", True)),
+        "strip_accents": tok_config.get("strip_accents"),
+        "tokenize_chinese_chars": bool(tok_config.get("tokenize_chinese_chars", True)),
+        "max_length": max_length,
+        "truncation_side": tok_config.get("truncation_side", "left"),
+        "added_tokens": _added_tokens(directory),
+    }
+    return section, {"qformer_vocab.txt": vocab}
+
+
+def image_processor(checkpoint_dir, config):
+    raw = _read_json(os.path.join(checkpoint_dir, "preprocessor_config.json"), default={})
+    size = raw.get("size", {"height": config.vision.image_size, "width": config.vision.image_size})
+    if isinstance(size, int):
+        size = {"height": size, "width": size}
+    if size.get("height") != size.get("width"):
+        raise CheckpointError(f"{checkpoint_dir}/preprocessor_config.json: non-square size {size}")
+    if raw.get("resample", 3) != 3:
+        raise CheckpointError(f"{checkpoint_dir}/preprocessor_config.json: resample "
+                              f"{raw.get('resample')} (only 3, bicubic, is supported)")
+    return {
+        "size": int(size["height"]),
+        "mean": list(raw.get("image_mean", _CLIP_MEAN)),
+        "std": list(raw.get("image_std", _CLIP_STD)),
+        "rescale_factor": float(raw.get("rescale_factor", 1 / 255)),
+        "resample": "bicubic",
+        "convert_rgb": bool(raw.get("do_convert_rgb", True)),
+    }
+
+
+def generation_settings(checkpoint_dir, config, lm_section):
+    """Stop ids and special ids. Vicuna configs say eos 1 while the tokenizer's
+    EOS is </s> (2): both stop a sequence."""
+    generation = _read_json(os.path.join(checkpoint_dir, "generation_config.json"), default={})
+    eos = []
+    for source in (config.text.eos_token_id, generation.get("eos_token_id"), lm_section["eos_token_id"]):
+        for value in (source if isinstance(source, list) else [source]):
+            if isinstance(value, int) and value >= 0 and value not in eos:
+                eos.append(value)
+    if not eos:
+        raise CheckpointError(f"{checkpoint_dir}: no EOS token id in config, generation config or tokenizer")
+    pad = lm_section["pad_token_id"]
+    settings = {"eos_token_ids": eos, "pad_token_id": pad}
+    if config.lm_family == "t5":
+        settings["decoder_start_token_id"] = int(generation.get("decoder_start_token_id",
+                                                                config.text.decoder_start_token_id))
+    for key in ("max_new_tokens", "min_new_tokens", "num_beams", "temperature", "top_k", "top_p",
+                "repetition_penalty", "length_penalty", "do_sample"):
+        if key in generation:
+            settings.setdefault("defaults", {})[key] = generation[key]
+    return settings
