@@ -226,6 +226,10 @@ int Main(int argc, char** argv) {
     return line.Has("help") ? 0 : kExitUsage;
   }
 
+  if (!line.positional().empty()) {
+    return UsageError(
+        absl::StrCat("unexpected argument '", line.positional()[0], "'"));
+  }
   std::set<std::string> known = {"server", "timeout", "help"};
   if (line.command() == "generate") {
     for (const char* const* f = kGenerateFlags; *f != nullptr; ++f)

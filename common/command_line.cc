@@ -11,11 +11,11 @@ absl::StatusOr<CommandLine> CommandLine::Parse(
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--", 0) != 0) {
-      if (!line.command_.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unexpected argument '", arg, "'"));
+      if (line.command_.empty()) {
+        line.command_ = arg;
+      } else {
+        line.positional_.push_back(arg);
       }
-      line.command_ = arg;
       continue;
     }
     std::string name = arg.substr(2);

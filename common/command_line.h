@@ -19,7 +19,10 @@ class CommandLine {
   static absl::StatusOr<CommandLine> Parse(
       int argc, char** argv, const std::set<std::string>& switches);
 
+  // The first positional argument ("" if none), and all positional arguments
+  // after it (callers decide how many they accept).
   const std::string& command() const { return command_; }
+  const std::vector<std::string>& positional() const { return positional_; }
   bool Has(const std::string& name) const { return values_.count(name) != 0; }
   // The last value given for `name`.
   std::optional<std::string> Get(const std::string& name) const;
@@ -34,6 +37,7 @@ class CommandLine {
 
  private:
   std::string command_;
+  std::vector<std::string> positional_;
   std::map<std::string, std::vector<std::string>> values_;
 };
 

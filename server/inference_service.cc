@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "model/runtime/prompt.h"
 #include "server/generate_reactors.h"
 #include "server/status_util.h"
 
@@ -81,8 +82,11 @@ void InferenceService::Preprocess(std::shared_ptr<GenerationRequest> request,
       deps_.image_preprocessor->Process(image_bytes, "images[0].data");
   if (!pixels.ok()) return reject(pixels.status());
   request->pixels = std::move(*pixels);
-  request->prompt_ids = deps_.lm_tokenizer->EncodePrompt(request->prompt);
-  request->qformer_ids = deps_.qformer_tokenizer->Encode(request->prompt);
+  model::PromptInputs inputs =
+      model::AssemblePrompt(*deps_.manifest, *deps_.lm_tokenizer,
+                            *deps_.qformer_tokenizer, request->prompt);
+  request->prompt_ids = std::move(inputs.prompt_ids);
+  request->qformer_ids = std::move(inputs.qformer_input_ids);
   absl::Status budget = ValidateTokenBudget(request->prompt_ids.size(),
                                             deps_.model_info.num_query_tokens(),
                                             request->settings, deps_.limits);

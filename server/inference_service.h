@@ -23,6 +23,7 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
  public:
   // Everything here is owned by the Server and outlives the service.
   struct Dependencies {
+    const model::PackageManifest* manifest = nullptr;
     Engine* engine = nullptr;
     const model::LmTokenizer* lm_tokenizer = nullptr;
     const model::WordPieceTokenizer* qformer_tokenizer = nullptr;

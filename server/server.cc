@@ -199,6 +199,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
       static_cast<int>(config.runtime().preprocess_threads()));
 
   InferenceService::Dependencies deps;
+  deps.manifest = &impl->manifest;
   deps.engine = impl->engine.get();
   deps.lm_tokenizer = impl->lm_tokenizer.get();
   deps.qformer_tokenizer = impl->qformer_tokenizer.get();

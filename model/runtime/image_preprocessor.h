@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "model/runtime/image_decoder.h"
 #include "model/runtime/package.h"
 
 namespace iblip::model {
@@ -16,14 +17,14 @@ struct PixelValues {
   std::vector<float> chw;
 };
 
-// Turns encoded image bytes into PixelValues the way the package's processor
-// does. Thread-safe (no mutable state); runs on the preprocessing pool.
+// Turns encoded image bytes into PixelValues as Hugging Face's
+// BlipImageProcessor (PIL path) does: decode and convert("RGB") like Pillow,
+// resize to size x size with Pillow's bicubic, x rescale_factor in float64
+// then float32, (x - mean) / std in float32. Thread-safe (no mutable state);
+// runs on the preprocessing pool.
 class ImagePreprocessor {
  public:
-  struct Limits {
-    uint64_t max_image_bytes = 20ull << 20;
-    uint64_t max_image_pixels = 50'000'000;
-  };
+  using Limits = ImageLimits;
 
   ImagePreprocessor(const ImageSpec& spec, const Limits& limits)
       : spec_(spec), limits_(limits) {}
@@ -32,6 +33,9 @@ class ImagePreprocessor {
   // messages start with `field` (e.g. "images[0].data").
   absl::StatusOr<PixelValues> Process(absl::string_view encoded,
                                       absl::string_view field) const;
+
+  // The same steps after decoding (for callers that decoded already).
+  PixelValues Normalize(const Rgb8Image& image) const;
 
  private:
   ImageSpec spec_;

@@ -54,8 +54,8 @@ absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(
 LmTokenizer::LmTokenizer(LmTokenizerSpec spec, void* module,
                          std::unique_ptr<SentencePieceModel> model)
     : spec_(std::move(spec)), module_(module), model_(std::move(model)) {
-  for (int32_t id :
-       {spec_.bos_token_id, spec_.eos_token_id, spec_.pad_token_id}) {
+  for (int32_t id : {spec_.bos_token_id, spec_.eos_token_id, spec_.pad_token_id,
+                     spec_.unk_token_id}) {
     if (id >= 0) special_ids_.insert(id);
   }
   for (const auto& [token, id] : spec_.added_tokens) special_ids_.insert(id);
@@ -66,25 +66,79 @@ LmTokenizer::~LmTokenizer() {
   dlclose(module_);
 }
 
-std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text) const {
+std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text,
+                                               int max_length) const {
+  std::vector<int> body =
+      model_->Encode(std::string_view(text.data(), text.size()));
+  if (max_length > 0) {
+    const int specials = (spec_.bos_token_id >= 0) +
+                         (spec_.append_eos && spec_.eos_token_id >= 0);
+    const size_t keep = static_cast<size_t>(std::max(0, max_length - specials));
+    if (body.size() > keep) body.erase(body.begin(), body.end() - keep);
+  }
   std::vector<int32_t> ids;
+  ids.reserve(body.size() + 2);
   if (spec_.bos_token_id >= 0) ids.push_back(spec_.bos_token_id);
-  for (int id : model_->Encode(std::string_view(text.data(), text.size())))
-    ids.push_back(id);
+  ids.insert(ids.end(), body.begin(), body.end());
   if (spec_.append_eos && spec_.eos_token_id >= 0)
     ids.push_back(spec_.eos_token_id);
   return ids;
 }
 
-std::string LmTokenizer::Decode(const std::vector<int32_t>& ids) const {
-  std::vector<int> kept;
-  kept.reserve(ids.size());
-  const int pieces = model_->vocab_size();
-  for (int32_t id : ids) {
-    if (special_ids_.count(id) != 0 || id < 0 || id >= pieces) continue;
-    kept.push_back(id);
+namespace {
+
+constexpr absl::string_view kWordBoundary =
+    "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
+// transformers' clean_up_tokenization.
+std::string CleanUpTokenizationSpaces(std::string text) {
+  static const std::pair<absl::string_view, absl::string_view> kRules[] = {
+      {" .", "."},     {" ?", "?"},     {" !", "!"},   {" ,", ","},
+      {" ' ", "'"},    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"},
+      {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    std::string out;
+    size_t start = 0, found;
+    while ((found = text.find(from.data(), start, from.size())) !=
+           std::string::npos) {
+      out.append(text, start, found - start);
+      out.append(to.data(), to.size());
+      start = found + from.size();
+    }
+    out.append(text, start, std::string::npos);
+    text = std::move(out);
   }
-  return model_->Decode(kept);
+  return text;
+}
+
+// Python's str.strip() for the whitespace SentencePiece text can hold.
+std::string StripWhitespace(const std::string& text) {
+  const char* kSpace = " \t\n\r\f\v";
+  const size_t first = text.find_first_not_of(kSpace);
+  if (first == std::string::npos) return "";
+  return text.substr(first, text.find_last_not_of(kSpace) - first + 1);
+}
+
+}  // namespace
+
+std::string LmTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  std::vector<std::string> pieces;
+  pieces.reserve(ids.size());
+  const int size = model_->vocab_size();
+  for (int32_t id : ids) {
+    if (special_ids_.count(id) != 0 || id < 0 || id >= size) continue;
+    pieces.push_back(model_->IdToPiece(id));
+  }
+  // The tokenizer added the prefix space itself, so decoding removes it.
+  if (!pieces.empty() && absl::string_view(pieces[0]).substr(
+                             0, kWordBoundary.size()) == kWordBoundary) {
+    pieces[0].erase(0, kWordBoundary.size());
+  }
+  std::string text = pieces.empty() ? "" : model_->DecodePieces(pieces);
+  if (spec_.clean_up_tokenization_spaces)
+    text = CleanUpTokenizationSpaces(std::move(text));
+  if (spec_.t5) text = StripWhitespace(text);
+  return text;
 }
 
 std::string LmTokenizer::TokenString(int32_t id) const {

@@ -22,12 +22,23 @@ class LmTokenizer {
   static absl::StatusOr<std::unique_ptr<LmTokenizer>> Load(
       const LmTokenizerSpec& spec, const std::string& shim_path = "");
 
-  // Prompt ids exactly as the model expects them (BOS prepended / EOS
-  // appended as the package says).
-  std::vector<int32_t> EncodePrompt(absl::string_view text) const;
+  // Prompt ids exactly as the processor makes them: BOS prepended / EOS
+  // appended as the package says. With max_length > 0 the text part is cut
+  // from the left so that the whole fits (truncation_side "left").
+  // Text that spells a special token ("</s>") is encoded as text.
+  std::vector<int32_t> EncodePrompt(absl::string_view text,
+                                    int max_length = 0) const;
 
-  // Text of `ids`, special tokens skipped (as skip_special_tokens=True).
+  // Text of `ids` as Hugging Face's decode(ids, skip_special_tokens=True):
+  // special and added tokens skipped, the prefix space of the first piece
+  // removed, and for T5 clean_up_tokenization (" ." -> ".") and strip().
   std::string Decode(const std::vector<int32_t>& ids) const;
+
+  // True when decoding more ids may rewrite the end of earlier text (T5's
+  // space clean-up and strip): streaming must hold back from the last space.
+  bool decode_rewrites_tail() const {
+    return spec_.t5 || spec_.clean_up_tokenization_spaces;
+  }
 
   // The token string of one id ("▁What", "[PAD]").
   std::string TokenString(int32_t id) const;

@@ -136,6 +136,13 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
         "prompt_layout",
         absl::StrCat("is '", text, "', expected prepend or image_tokens"));
   }
+  ASSIGN_OR_RETURN(m.image_token_index,
+                   r.GetOr<int32_t>("image_token_index", -1));
+  if (m.prompt_layout == PromptLayout::kImageTokens &&
+      m.image_token_index < 0) {
+    return r.Error("image_token_index",
+                   "is required by prompt_layout image_tokens");
+  }
   ASSIGN_OR_RETURN(m.dtype, r.Get<std::string>("dtype"));
   ASSIGN_OR_RETURN(m.num_query_tokens, r.Get<int>("num_query_tokens"));
   ASSIGN_OR_RETURN(m.lm_vocab_size, r.Get<int>("lm_vocab_size"));
@@ -154,7 +161,7 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   ASSIGN_OR_RETURN(m.image.mean, (r.Get<std::array<float, 3>>("image.mean")));
   ASSIGN_OR_RETURN(m.image.std, (r.Get<std::array<float, 3>>("image.std")));
   ASSIGN_OR_RETURN(m.image.rescale_factor,
-                   r.GetOr<float>("image.rescale_factor", 1.0f / 255.0f));
+                   r.GetOr<double>("image.rescale_factor", 1.0 / 255.0));
   if (m.image.size <= 0) return r.Error("image.size", "must be > 0");
   for (float s : m.image.std) {
     if (!(s > 0)) return r.Error("image.std", "must be > 0");
@@ -176,6 +183,9 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
                    r.GetOr<int32_t>("lm_tokenizer.pad_token_id", -1));
   ASSIGN_OR_RETURN(m.lm_tokenizer.unk_token_id,
                    r.GetOr<int32_t>("lm_tokenizer.unk_token_id", -1));
+  ASSIGN_OR_RETURN(
+      m.lm_tokenizer.clean_up_tokenization_spaces,
+      r.GetOr<bool>("lm_tokenizer.clean_up_tokenization_spaces", false));
   ASSIGN_OR_RETURN(m.lm_tokenizer.added_tokens,
                    (r.GetOr<std::map<std::string, int32_t>>(
                        "lm_tokenizer.added_tokens", {})));

@@ -26,7 +26,7 @@ struct ImageSpec {
   int size = 224;               // images are resized to size x size
   std::array<float, 3> mean{};  // per RGB channel, after x rescale_factor
   std::array<float, 3> std{};
-  float rescale_factor = 1.0f / 255.0f;
+  double rescale_factor = 1.0 / 255.0;
 };
 
 struct LmTokenizerSpec {
@@ -37,6 +37,8 @@ struct LmTokenizerSpec {
   int32_t eos_token_id = -1;  // the tokenizer's EOS
   int32_t pad_token_id = -1;
   int32_t unk_token_id = -1;
+  // Hugging Face's clean_up_tokenization after decoding (" ." -> ".").
+  bool clean_up_tokenization_spaces = false;
   // Tokens added on top of the SentencePiece vocabulary ("[PAD]" -> 32000).
   std::map<std::string, int32_t> added_tokens;
 };
@@ -52,7 +54,8 @@ struct PackageManifest {
   std::string model_id;
   LmFamily lm_family = LmFamily::kLlama;
   PromptLayout prompt_layout = PromptLayout::kPrepend;
-  std::string dtype;  // "fp32", "bf16"
+  int32_t image_token_index = -1;  // kImageTokens: the placeholder id
+  std::string dtype;               // "fp32", "bf16"
   int num_query_tokens = 0;
   int lm_vocab_size = 0;
   int lm_hidden_size = 0;

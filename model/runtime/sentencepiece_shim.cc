@@ -25,6 +25,12 @@ class SentencePieceModelImpl final : public iblip::model::SentencePieceModel {
     processor_->Decode(ids, &text).IgnoreError();
     return text;
   }
+  std::string DecodePieces(
+      const std::vector<std::string>& pieces) const override {
+    std::string text;
+    processor_->Decode(pieces, &text).IgnoreError();
+    return text;
+  }
   std::string IdToPiece(int id) const override {
     return processor_->IdToPiece(id);
   }

@@ -21,6 +21,8 @@ class SentencePieceModel {
   virtual ~SentencePieceModel() = default;
   virtual std::vector<int> Encode(std::string_view text) const = 0;
   virtual std::string Decode(const std::vector<int>& ids) const = 0;
+  virtual std::string DecodePieces(
+      const std::vector<std::string>& pieces) const = 0;
   virtual std::string IdToPiece(int id) const = 0;
   virtual int PieceToId(std::string_view piece) const = 0;  // unk id if absent
   virtual int vocab_size() const = 0;

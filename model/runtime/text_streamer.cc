@@ -82,6 +82,14 @@ TextStreamer::Delta TextStreamer::Append(int32_t token_id) {
     candidate.remove_suffix(kReplacementChar.size());
   }
   candidate.remove_suffix(IncompleteUtf8Tail(std::string(candidate)));
+  if (tokenizer_.decode_rewrites_tail()) {
+    // T5's decode drops trailing spaces and the space before "." or "'s":
+    // text from the last space on may still change.
+    const size_t last_space = candidate.rfind(' ');
+    candidate = last_space == absl::string_view::npos
+                    ? absl::string_view()
+                    : candidate.substr(0, last_space);
+  }
   candidate.remove_suffix(StopPrefixTail(candidate, stop_sequences_));
   if (candidate.size() > released_.size() &&
       candidate.substr(0, released_.size()) == released_) {

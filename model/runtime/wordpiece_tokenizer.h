@@ -12,16 +12,23 @@
 
 namespace iblip::model {
 
-// The Q-Former's BERT WordPiece tokenizer (bert-base-uncased style):
-// lower-casing, whitespace and punctuation splitting, greedy longest-match
-// word pieces, [CLS] ... [SEP], left truncation. Immutable; thread-safe.
+// The Q-Former's tokenizer: Hugging Face's BertTokenizer (bert-base-uncased)
+// with utf8proc for Unicode: drop control characters and U+FFFD, map
+// whitespace to spaces, isolate CJK ideographs, NFC, split on whitespace,
+// lower-case and strip accents (NFD, drop Mn), split punctuation (ASCII
+// symbols and Unicode P*), then greedy longest-match WordPiece with "##"
+// continuations, [UNK] for words with no pieces or over 100 characters,
+// [CLS] ... [SEP] and left truncation. Immutable; thread-safe.
 class WordPieceTokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> Load(
       const QformerTokenizerSpec& spec);
 
-  // [CLS] pieces... [SEP], truncated from the left to max_length.
-  std::vector<int32_t> Encode(absl::string_view text) const;
+  // [CLS] pieces... [SEP], cut from the left to max_length (the spec's when 0).
+  std::vector<int32_t> Encode(absl::string_view text, int max_length = 0) const;
+
+  // The words BERT's basic tokenizer produces (before WordPiece).
+  std::vector<std::string> BasicTokenize(absl::string_view text) const;
 
   std::string TokenString(int32_t id) const;
   int vocab_size() const { return static_cast<int>(tokens_.size()); }
@@ -29,9 +36,9 @@ class WordPieceTokenizer {
  private:
   explicit WordPieceTokenizer(QformerTokenizerSpec spec)
       : spec_(std::move(spec)) {}
-  void AppendWordPieces(absl::string_view word,
+  void AppendWordPieces(const std::string& word,
                         std::vector<int32_t>& ids) const;
-  int32_t IdOf(absl::string_view token) const;
+  int32_t IdOf(const std::string& token) const;
 
   QformerTokenizerSpec spec_;
   std::vector<std::string> tokens_;

@@ -37,8 +37,11 @@ TEST(CommandLineTest, ReportsMissingValuesBadNumbersAndUnknownFlags) {
   EXPECT_EQ(line->Unknown({"top-p"}), std::vector<std::string>{"bogus"});
 }
 
-TEST(CommandLineTest, RejectsTwoPositionalArguments) {
-  EXPECT_FALSE(Parse({"generate", "extra"}).ok());
+TEST(CommandLineTest, CollectsPositionalArgumentsAfterTheCommand) {
+  auto line = Parse({"preprocess", "--model", "m", "image.png", "--json"});
+  ASSERT_TRUE(line.ok());
+  EXPECT_EQ(line->command(), "preprocess");
+  EXPECT_EQ(line->positional(), std::vector<std::string>{"image.png"});
 }
 
 }  // namespace

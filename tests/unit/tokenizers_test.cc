@@ -1,9 +1,14 @@
 // The LM tokenizer (SentencePiece behind its dlopen'ed shim) and the Q-Former
-// WordPiece tokenizer. This binary links gRPC, protobuf and torch: the shim
-// must keep SentencePiece's bundled protobuf from clashing with them.
+// WordPiece tokenizer, against the Hugging Face processor's own outputs in
+// ../shared/fixtures/tokens. This binary links gRPC, protobuf and torch: the
+// shim keeps SentencePiece's bundled protobuf from clashing with them.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "model/runtime/lm_tokenizer.h"
+#include "model/runtime/package.h"
+#include "model/runtime/text_streamer.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_package.h"
@@ -11,6 +16,7 @@
 namespace iblip::model {
 namespace {
 
+using testing::FixturePackageDir;
 using testing::FixturesDir;
 using testing::SharedTinyModel;
 
@@ -41,61 +47,135 @@ TEST(LmTokenizerTest, MissingShimOrModelIsAnError) {
   EXPECT_FALSE(LmTokenizer::Load(spec).ok());
 }
 
-// The Hugging Face reference tokenizations of the tiny-llama fixture
-// checkpoint (the real bert-base-uncased vocab for the Q-Former).
-class FixtureTokenizerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    const std::string dir = FixturesDir() + "/checkpoints/tiny-llama";
-    LmTokenizerSpec lm;
-    lm.model_path = dir + "/tokenizer.model";
-    lm.bos_token_id = 2;
-    lm.eos_token_id = 2;
-    lm.pad_token_id = 1000;
-    lm.added_tokens = {{"[PAD]", 1000}};
-    auto loaded = LmTokenizer::Load(lm);
-    ASSERT_TRUE(loaded.ok()) << loaded.status();
-    lm_ = loaded->release();
-    QformerTokenizerSpec qformer;
-    qformer.vocab_path = dir + "/qformer_tokenizer/vocab.txt";
-    auto wordpiece = WordPieceTokenizer::Load(qformer);
-    ASSERT_TRUE(wordpiece.ok()) << wordpiece.status();
-    qformer_ = wordpiece->release();
-    cases_ = nlohmann::json::parse(
-        testing::ReadFileOrDie(FixturesDir() + "/tokens/tiny-llama.json"));
-  }
-  static inline LmTokenizer* lm_ = nullptr;
-  static inline WordPieceTokenizer* qformer_ = nullptr;
-  static inline nlohmann::json cases_;
+// Tokenizers of the packages exported from the fixture checkpoints.
+struct FixtureTokenizers {
+  std::unique_ptr<LmTokenizer> lm;
+  std::unique_ptr<WordPieceTokenizer> qformer;
+  nlohmann::json reference;
 };
 
-bool IsAscii(const std::string& s) {
-  for (unsigned char c : s) {
-    if (c >= 0x80) return false;
+const FixtureTokenizers& Fixture(const std::string& checkpoint) {
+  static std::map<std::string, FixtureTokenizers> cache;
+  auto& t = cache[checkpoint];
+  if (!t.lm) {
+    auto manifest = LoadPackageManifest(FixturePackageDir(checkpoint));
+    if (!manifest.ok()) throw std::runtime_error(manifest.status().ToString());
+    t.lm = std::move(*LmTokenizer::Load(manifest->lm_tokenizer));
+    t.qformer =
+        std::move(*WordPieceTokenizer::Load(manifest->qformer_tokenizer));
+    t.reference = nlohmann::json::parse(testing::ReadFileOrDie(
+        FixturesDir() + "/tokens/" + checkpoint + ".json"));
   }
-  return true;
+  return t;
 }
 
-TEST_F(FixtureTokenizerTest, AsciiPromptsMatchTheReference) {
-  int checked = 0;
-  for (const auto& c : cases_["cases"]) {
+class FixtureTokenizerTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FixtureTokenizerTest, EveryStringMatchesTheReference) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  ASSERT_GE(t.reference["cases"].size(), 15u);
+  for (const auto& c : t.reference["cases"]) {
     const std::string text = c["text"];
-    if (!IsAscii(text) || text.find('[') != std::string::npos)
-      continue;  // issue 4 covers the rest
-    EXPECT_EQ(lm_->EncodePrompt(text),
-              c["input_ids"].get<std::vector<int32_t>>())
-        << text;
-    EXPECT_EQ(qformer_->Encode(text),
-              c["qformer_input_ids"].get<std::vector<int32_t>>())
-        << text;
-    if (text.empty() || text[0] != ' ') {  // leading-space decoding: issue 4
-      EXPECT_EQ(lm_->Decode(c["input_ids"].get<std::vector<int32_t>>()),
-                c["decoded_skip_special"].get<std::string>())
-          << text;
-    }
-    ++checked;
+    SCOPED_TRACE(text);
+    EXPECT_EQ(t.lm->EncodePrompt(text),
+              c["input_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(t.qformer->Encode(text),
+              c["qformer_input_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(t.lm->Decode(c["input_ids"].get<std::vector<int32_t>>()),
+              c["decoded_skip_special"].get<std::string>());
   }
-  EXPECT_GE(checked, 3);
+}
+
+TEST_P(FixtureTokenizerTest, LeftTruncationMatchesTheReference) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  for (const auto& c : t.reference["truncation"]) {
+    const std::string text = c["text"];
+    const int max_length = c["max_length"];
+    EXPECT_EQ(t.lm->EncodePrompt(text, max_length),
+              c["input_ids"].get<std::vector<int32_t>>())
+        << text << " max_length " << max_length;
+    EXPECT_EQ(t.qformer->Encode(text, max_length),
+              c["qformer_input_ids"].get<std::vector<int32_t>>())
+        << text << " max_length " << max_length;
+  }
+}
+
+TEST_P(FixtureTokenizerTest, RandomIdsDecodeLikeTheReference) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  ASSERT_GE(t.reference["decodes"].size(), 20u);
+  for (const auto& c : t.reference["decodes"]) {
+    EXPECT_EQ(t.lm->Decode(c["ids"].get<std::vector<int32_t>>()),
+              c["decoded_skip_special"].get<std::string>());
+  }
+}
+
+// Streaming: the concatenated deltas equal decoding all ids at once, and no
+// delta ever holds a broken character.
+TEST_P(FixtureTokenizerTest, StreamingDetokenizerMatchesFullDecode) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  std::mt19937 rng(11);
+  std::vector<std::vector<int32_t>> sequences;
+  for (const auto& c : t.reference["decodes"])
+    sequences.push_back(c["ids"].get<std::vector<int32_t>>());
+  for (const auto& c : t.reference["cases"])
+    sequences.push_back(c["input_ids"].get<std::vector<int32_t>>());
+  for (int i = 0; i < 200; ++i) {  // random ids over the whole vocabulary
+    std::vector<int32_t> ids(1 + rng() % 40);
+    for (auto& id : ids) id = static_cast<int32_t>(rng() % t.lm->vocab_size());
+    sequences.push_back(ids);
+  }
+  for (const auto& ids : sequences) {
+    TextStreamer streamer(*t.lm, {});
+    std::string streamed;
+    for (int32_t id : ids) {
+      const std::string delta = streamer.Append(id).text;
+      EXPECT_EQ(delta.find("\xEF\xBF\xBD",
+                           delta.size() >= 3 ? delta.size() - 3 : 0) ==
+                        std::string::npos ||
+                    t.lm->Decode(ids).find("\xEF\xBF\xBD") != std::string::npos,
+                true);
+      streamed += delta;
+    }
+    streamed += streamer.Finish();
+    EXPECT_EQ(streamed, t.lm->Decode(ids));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTokenizerTest,
+                         ::testing::Values("tiny-llama", "tiny-t5"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(WordPieceTokenizerTest, BasicTokenizerFollowsBert) {
+  const FixtureTokenizers& t = Fixture("tiny-llama");
+  EXPECT_EQ(t.qformer->BasicTokenize("H\xC3\xA9llo, W\xC3\xB6RLD!"),
+            (std::vector<std::string>{"hello", ",", "world", "!"}));
+  EXPECT_EQ(
+      t.qformer->BasicTokenize("\xE5\x9B\xBE\xE7\x89\x87"
+                               "a\tb\x01"),  // CJK isolated, control dropped
+      (std::vector<std::string>{"\xE5\x9B\xBE", "\xE7\x89\x87", "a", "b"}));
+  EXPECT_EQ(t.qformer->Encode(std::string(150, 'x')),
+            (std::vector<int32_t>{101, 100, 102}));
+}
+
+TEST(TokenizerRobustnessTest, RandomAndInvalidUtf8NeverCrash) {
+  const FixtureTokenizers& llama = Fixture("tiny-llama");
+  const FixtureTokenizers& t5 = Fixture("tiny-t5");
+  std::mt19937 rng(5);
+  for (int i = 0; i < 500; ++i) {
+    std::string text(rng() % 64, '\0');
+    for (char& c : text) c = static_cast<char>(rng());
+    for (const FixtureTokenizers* t : {&llama, &t5}) {
+      const auto ids = t->lm->EncodePrompt(text);
+      EXPECT_FALSE(ids.empty());
+      t->lm->Decode(ids);
+      const auto qids = t->qformer->Encode(text);
+      EXPECT_GE(qids.size(), 2u);
+    }
+  }
 }
 
 }  // namespace

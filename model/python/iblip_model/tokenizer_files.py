@@ -76,6 +76,8 @@ def lm_tokenizer(checkpoint_dir, config):
         "unk_token_id": token_id("unk_token"),
         "added_tokens": added,
         "truncation_side": tok_config.get("truncation_side", "left"),
+        # Hugging Face's decode: " ." -> "." etc. (T5 configs say true).
+        "clean_up_tokenization_spaces": bool(tok_config.get("clean_up_tokenization_spaces", True)),
         "sentencepiece_size": processor.GetPieceSize(),
     }
     return section, {"lm_tokenizer.model": path}
