@@ -114,6 +114,16 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
 
   SchedulerConfig& scheduler = *config.mutable_scheduler();
   if (!scheduler.has_max_queue_size()) scheduler.set_max_queue_size(256);
+  if (!scheduler.has_max_running_sequences())
+    scheduler.set_max_running_sequences(32);
+  if (!scheduler.has_kv_cache_mib()) scheduler.set_kv_cache_mib(2048);
+  if (!scheduler.has_prefill_token_budget())
+    scheduler.set_prefill_token_budget(2048);
+  if (scheduler.max_running_sequences() == 0) {
+    return OutOfRange("scheduler.max_running_sequences", 0, "must be >= 1");
+  }
+  if (scheduler.kv_cache_mib() == 0)
+    return OutOfRange("scheduler.kv_cache_mib", 0, "must be >= 1");
   if (scheduler.max_queue_size() == 0) {
     return OutOfRange("scheduler.max_queue_size", 0, "must be >= 1");
   }

@@ -226,11 +226,6 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
         "must be 1 for greedy decoding (set temperature > 0 or num_beams > 1)",
         s.num_return_sequences);
   }
-  if (s.num_beams > 1) {
-    return absl::UnimplementedError(
-        "parameters.num_beams: beam search is not available in this server "
-        "version yet");
-  }
   return out;
 }
 

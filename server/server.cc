@@ -191,9 +191,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   Engine::Options engine_options;
   engine_options.max_queue_size =
       static_cast<int>(config.scheduler().max_queue_size());
-  impl->engine = std::make_unique<Engine>(*impl->model, *impl->lm_tokenizer,
-                                          manifest.eos_token_ids,
-                                          *impl->metrics, engine_options);
+  engine_options.max_running_sequences =
+      static_cast<int>(config.scheduler().max_running_sequences());
+  engine_options.kv_cache_bytes = config.scheduler().kv_cache_mib() << 20;
+  engine_options.max_decoder_length =
+      static_cast<int>(limits.max_new_tokens) + 1;
+  engine_options.prefill_token_budget =
+      static_cast<int>(config.scheduler().prefill_token_budget());
+  ASSIGN_OR_RETURN(
+      impl->engine,
+      Engine::Create(*impl->model, *impl->lm_tokenizer, manifest.eos_token_ids,
+                     *impl->metrics, engine_options));
   impl->engine->Start();
   impl->preprocess_pool = std::make_unique<WorkerPool>(
       static_cast<int>(config.runtime().preprocess_threads()));

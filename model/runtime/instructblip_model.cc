@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -39,11 +40,59 @@ SequenceState::SequenceState(SequenceState&&) noexcept = default;
 SequenceState& SequenceState::operator=(SequenceState&&) noexcept = default;
 int SequenceState::length() const { return impl_->length; }
 
+struct KvCachePool::Impl {
+  int capacity = 0;
+  int max_length = 0;   // self-attention positions per slot
+  int max_encoder = 0;  // T5: encoder positions per slot
+  std::vector<int> lengths;
+  std::vector<bool> used;
+  torch::Tensor keys, values;  // [L, capacity, heads, max_length, D]
+  torch::Tensor cross_keys,
+      cross_values;                  // T5: [L, capacity, heads, max_encoder, D]
+  torch::Tensor encoder_mask;        // T5: [capacity, max_encoder] int64
+  std::vector<int> encoder_lengths;  // T5
+};
+
+KvCachePool::KvCachePool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KvCachePool::~KvCachePool() = default;
+int KvCachePool::capacity() const { return impl_->capacity; }
+int KvCachePool::max_length() const { return impl_->max_length; }
+int KvCachePool::length(int slot) const { return impl_->lengths[slot]; }
+int KvCachePool::free_slots() const {
+  return static_cast<int>(
+      std::count(impl_->used.begin(), impl_->used.end(), false));
+}
+uint64_t KvCachePool::bytes() const {
+  uint64_t total = 0;
+  for (const torch::Tensor* t :
+       {&impl_->keys, &impl_->values, &impl_->cross_keys, &impl_->cross_values,
+        &impl_->encoder_mask}) {
+    if (t->defined()) total += t->numel() * t->element_size();
+  }
+  return total;
+}
+absl::StatusOr<int> KvCachePool::Allocate() {
+  for (int slot = 0; slot < impl_->capacity; ++slot) {
+    if (!impl_->used[slot]) {
+      impl_->used[slot] = true;
+      impl_->lengths[slot] = 0;
+      return slot;
+    }
+  }
+  return absl::ResourceExhaustedError("no free KV cache slot");
+}
+void KvCachePool::Release(int slot) {
+  impl_->used[slot] = false;
+  impl_->lengths[slot] = 0;
+}
+
 struct InstructBlipModel::Impl {
   std::string device_name;
   torch::Device device{torch::kCPU};
   LmFamily family = LmFamily::kLlama;
   int64_t decoder_start_token_id = 0;
+  int num_layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
+  torch::ScalarType dtype = torch::kFloat;
   torch::jit::Module vision;  // forward(pixels) -> image_embeds
   torch::jit::Module
       qformer;  // forward(image_embeds, ids, mask) -> soft prompt
@@ -123,6 +172,11 @@ absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
   impl->device_name = options.device;
   impl->family = manifest.lm_family;
   impl->decoder_start_token_id = manifest.decoder_start_token_id;
+  impl->num_layers = manifest.lm_num_layers;
+  impl->kv_heads = manifest.lm_kv_heads;
+  impl->head_dim = manifest.lm_head_dim;
+  impl->max_context = manifest.max_context_tokens;
+  impl->dtype = manifest.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   // Torch picks 1 thread on some VMs (libcpuinfo counts cores wrongly), so the
   // thread count is always set explicitly, once, here.
   const int threads =
@@ -253,6 +307,237 @@ absl::StatusOr<std::vector<float>> InstructBlipModel::Decode(
   } catch (const std::exception& e) {
     return TorchError("language model decode failed", e);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Slot-based batched decoding
+
+absl::StatusOr<std::unique_ptr<KvCachePool>> InstructBlipModel::CreateCachePool(
+    int max_slots, uint64_t budget_bytes, int max_decoder_length) {
+  auto pool = std::make_unique<KvCachePool::Impl>();
+  const bool t5 = impl_->family == LmFamily::kT5;
+  pool->max_length = t5 ? max_decoder_length + 1 : impl_->max_context;
+  pool->max_encoder = t5 ? impl_->max_context : 0;
+  const uint64_t element = impl_->dtype == torch::kBFloat16 ? 2 : 4;
+  const uint64_t per_position =
+      2ull * impl_->num_layers * impl_->kv_heads * impl_->head_dim * element;
+  const uint64_t per_slot =
+      per_position * (pool->max_length + pool->max_encoder) +
+      sizeof(int64_t) * pool->max_encoder;
+  const uint64_t fit = per_slot > 0 ? budget_bytes / per_slot : 0;
+  pool->capacity = static_cast<int>(
+      std::min<uint64_t>(fit, static_cast<uint64_t>(max_slots)));
+  if (pool->capacity < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "scheduler.kv_cache_bytes: ", budget_bytes,
+        " bytes do not hold one sequence (", per_slot, " bytes each)"));
+  }
+  pool->lengths.assign(pool->capacity, 0);
+  pool->used.assign(pool->capacity, false);
+  pool->encoder_lengths.assign(pool->capacity, 0);
+  try {
+    const auto options =
+        torch::TensorOptions().dtype(impl_->dtype).device(impl_->device);
+    const std::vector<int64_t> shape = {impl_->num_layers, pool->capacity,
+                                        impl_->kv_heads, pool->max_length,
+                                        impl_->head_dim};
+    pool->keys = torch::zeros(shape, options);
+    pool->values = torch::zeros(shape, options);
+    if (t5) {
+      const std::vector<int64_t> cross = {impl_->num_layers, pool->capacity,
+                                          impl_->kv_heads, pool->max_encoder,
+                                          impl_->head_dim};
+      pool->cross_keys = torch::zeros(cross, options);
+      pool->cross_values = torch::zeros(cross, options);
+      pool->encoder_mask = torch::zeros(
+          {pool->capacity, pool->max_encoder},
+          torch::TensorOptions().dtype(torch::kLong).device(impl_->device));
+    }
+  } catch (const std::exception& e) {
+    return TorchError("cannot allocate the KV cache", e);
+  }
+  return std::unique_ptr<KvCachePool>(new KvCachePool(std::move(pool)));
+}
+
+absl::StatusOr<std::vector<float>> InstructBlipModel::PrefillSlot(
+    const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
+    KvCachePool& pool, int slot) {
+  KvCachePool::Impl& p = *pool.impl_;
+  SequenceState state;
+  auto logits = Prefill(image, prompt_ids, &state);
+  if (!logits.ok()) return logits.status();
+  c10::InferenceMode inference;
+  try {
+    const SequenceState::Impl& s = *state.impl_;
+    const int64_t self_length = s.keys.size(3);
+    if (self_length > p.max_length) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt: ", self_length,
+                       " positions exceed the cache's ", p.max_length));
+    }
+    using torch::indexing::Slice;
+    p.keys.index_put_({Slice(), slot, Slice(), Slice(0, self_length)},
+                      s.keys.select(1, 0));
+    p.values.index_put_({Slice(), slot, Slice(), Slice(0, self_length)},
+                        s.values.select(1, 0));
+    if (impl_->family == LmFamily::kT5) {
+      const int64_t encoder_length = s.cross_keys.size(3);
+      if (encoder_length > p.max_encoder) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt: ", encoder_length,
+                         " encoder positions exceed ", p.max_encoder));
+      }
+      p.cross_keys.index_put_(
+          {Slice(), slot, Slice(), Slice(0, encoder_length)},
+          s.cross_keys.select(1, 0));
+      p.cross_values.index_put_(
+          {Slice(), slot, Slice(), Slice(0, encoder_length)},
+          s.cross_values.select(1, 0));
+      p.encoder_mask[slot].zero_();
+      p.encoder_mask.index_put_({slot, Slice(0, encoder_length)}, 1);
+      p.encoder_lengths[slot] = static_cast<int>(encoder_length);
+    }
+    p.lengths[slot] = static_cast<int>(self_length);
+  } catch (const std::exception& e) {
+    return TorchError("KV cache write failed", e);
+  }
+  return logits;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
+    KvCachePool& pool, const std::vector<int>& slots,
+    const std::vector<int32_t>& tokens) {
+  KvCachePool::Impl& p = *pool.impl_;
+  const int64_t batch = static_cast<int64_t>(slots.size());
+  if (batch == 0 || tokens.size() != slots.size()) {
+    return absl::InvalidArgumentError(
+        "DecodeBatch: one token per slot is required");
+  }
+  int64_t past = 0;
+  for (int slot : slots) {
+    if (p.lengths[slot] == 0)
+      return absl::FailedPreconditionError("DecodeBatch: slot not prefilled");
+    if (p.lengths[slot] >= p.max_length) {
+      return absl::OutOfRangeError(
+          "DecodeBatch: a sequence reached the cache's length");
+    }
+    past = std::max<int64_t>(past, p.lengths[slot]);
+  }
+  c10::InferenceMode inference;
+  try {
+    using torch::indexing::Slice;
+    const auto long_options = torch::TensorOptions().dtype(torch::kLong);
+    torch::Tensor index =
+        torch::tensor(std::vector<int64_t>(slots.begin(), slots.end()),
+                      long_options)
+            .to(impl_->device);
+    torch::Tensor ids = impl_->Ids(tokens).view({batch, 1});
+    // Row b holds its own length; positions beyond it up to `past` are padding.
+    torch::Tensor mask = torch::zeros({batch, past + 1}, long_options);
+    torch::Tensor positions = torch::zeros({batch, past + 1}, long_options);
+    auto mask_a = mask.accessor<int64_t, 2>();
+    auto positions_a = positions.accessor<int64_t, 2>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t length = p.lengths[slots[b]];
+      for (int64_t j = 0; j < length; ++j) {
+        mask_a[b][j] = 1;
+        positions_a[b][j] = j;
+      }
+      mask_a[b][past] = 1;
+      positions_a[b][past] = length;
+    }
+    mask = mask.to(impl_->device);
+    positions = positions.to(impl_->device);
+    // Narrow before gathering: copy only the positions in use.
+    torch::Tensor past_keys = p.keys.narrow(3, 0, past).index_select(1, index);
+    torch::Tensor past_values =
+        p.values.narrow(3, 0, past).index_select(1, index);
+    torch::jit::Module& lm = impl_->language;
+    torch::Tensor logits, keys, values;
+    if (impl_->family == LmFamily::kLlama) {
+      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
+          {ids, mask, positions.narrow(1, past, 1), past_keys, past_values}));
+    } else {
+      int64_t encoder = 0;
+      for (int slot : slots)
+        encoder = std::max<int64_t>(encoder, p.encoder_lengths[slot]);
+      torch::Tensor cross_keys =
+          p.cross_keys.narrow(3, 0, encoder).index_select(1, index);
+      torch::Tensor cross_values =
+          p.cross_values.narrow(3, 0, encoder).index_select(1, index);
+      torch::Tensor encoder_mask =
+          p.encoder_mask.narrow(1, 0, encoder).index_select(0, index);
+      std::tie(logits, keys, values) = Unpack3(
+          lm.get_method("decode")({ids, positions, mask, past_keys, past_values,
+                                   cross_keys, cross_values, encoder_mask}));
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      const int slot = slots[b];
+      const int64_t at = p.lengths[slot];
+      p.keys.index_put_({Slice(), slot, Slice(), at},
+                        keys.select(1, b).select(2, 0));
+      p.values.index_put_({Slice(), slot, Slice(), at},
+                          values.select(1, b).select(2, 0));
+      ++p.lengths[slot];
+    }
+    torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
+    std::vector<std::vector<float>> rows(batch);
+    const int64_t vocab = cpu.size(1);
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* data = cpu.data_ptr<float>() + b * vocab;
+      rows[b].assign(data, data + vocab);
+    }
+    return rows;
+  } catch (const std::exception& e) {
+    return TorchError("batched decode failed", e);
+  }
+}
+
+absl::Status InstructBlipModel::CopySlots(KvCachePool& pool,
+                                          const std::vector<int>& slots,
+                                          const std::vector<int>& sources) {
+  KvCachePool::Impl& p = *pool.impl_;
+  if (slots.size() != sources.size())
+    return absl::InvalidArgumentError("CopySlots: size mismatch");
+  c10::InferenceMode inference;
+  try {
+    const auto long_options =
+        torch::TensorOptions().dtype(torch::kLong).device(impl_->device);
+    torch::Tensor to = torch::tensor(
+        std::vector<int64_t>(slots.begin(), slots.end()), long_options);
+    torch::Tensor from = torch::tensor(
+        std::vector<int64_t>(sources.begin(), sources.end()), long_options);
+    // Only the positions in use move. index_select copies first, so sources
+    // may overlap destinations.
+    int64_t used = 1, encoder = 1;
+    for (int source : sources) {
+      used = std::max<int64_t>(used, p.lengths[source]);
+      encoder = std::max<int64_t>(encoder, p.encoder_lengths[source]);
+    }
+    for (torch::Tensor* cache : {&p.keys, &p.values}) {
+      torch::Tensor view = cache->narrow(3, 0, used);
+      view.index_copy_(1, to, view.index_select(1, from));
+    }
+    if (impl_->family == LmFamily::kT5) {
+      for (torch::Tensor* cache : {&p.cross_keys, &p.cross_values}) {
+        torch::Tensor view = cache->narrow(3, 0, encoder);
+        view.index_copy_(1, to, view.index_select(1, from));
+      }
+      p.encoder_mask.index_copy_(0, to, p.encoder_mask.index_select(0, from));
+    }
+    std::vector<int> lengths(sources.size()), encoder_lengths(sources.size());
+    for (size_t i = 0; i < sources.size(); ++i) {
+      lengths[i] = p.lengths[sources[i]];
+      encoder_lengths[i] = p.encoder_lengths[sources[i]];
+    }
+    for (size_t i = 0; i < slots.size(); ++i) {
+      p.lengths[slots[i]] = lengths[i];
+      p.encoder_lengths[slots[i]] = encoder_lengths[i];
+    }
+  } catch (const std::exception& e) {
+    return TorchError("KV cache copy failed", e);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace iblip::model

@@ -53,6 +53,32 @@ class SequenceState {
   std::unique_ptr<Impl> impl_;
 };
 
+// The engine's KV caches: `capacity` preallocated sequence slots of up to
+// `max_length` positions each (T5: decoder positions, plus the encoder's
+// cross-attention keys/values). Created by InstructBlipModel; used only on
+// the engine thread. The scheduler admits work by free_slots().
+class KvCachePool {
+ public:
+  ~KvCachePool();
+  KvCachePool(const KvCachePool&) = delete;
+  KvCachePool& operator=(const KvCachePool&) = delete;
+
+  int capacity() const;
+  int free_slots() const;
+  int max_length() const;
+  uint64_t bytes() const;  // memory held by the caches
+  // A free slot (empty), or RESOURCE_EXHAUSTED.
+  absl::StatusOr<int> Allocate();
+  void Release(int slot);
+  int length(int slot) const;  // cached positions
+
+ private:
+  friend class InstructBlipModel;
+  struct Impl;
+  explicit KvCachePool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 struct RuntimeOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int num_threads = 0;         // torch intra-op threads; 0 = number of CPUs
@@ -86,6 +112,31 @@ class InstructBlipModel {
   // Feeds `token` (the last chosen one) and returns the next logits.
   absl::StatusOr<std::vector<float>> Decode(int32_t token,
                                             SequenceState* state);
+
+  // Slot-based, batched decoding for the engine. ------------------------
+
+  // Caches for up to `max_slots` sequences within `budget_bytes`, each up to
+  // the model's context (T5: `max_decoder_length` decoder positions).
+  // RESOURCE_EXHAUSTED if not even one slot fits the budget.
+  absl::StatusOr<std::unique_ptr<KvCachePool>> CreateCachePool(
+      int max_slots, uint64_t budget_bytes, int max_decoder_length);
+
+  // Prefill into an empty slot; returns the first token's logits.
+  absl::StatusOr<std::vector<float>> PrefillSlot(
+      const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
+      KvCachePool& pool, int slot);
+
+  // One decode step for many sequences of different lengths at once: feeds
+  // tokens[i] to slots[i], returns logits per row. Each row's result does
+  // not depend on the others (masking; only float rounding can differ).
+  absl::StatusOr<std::vector<std::vector<float>>> DecodeBatch(
+      KvCachePool& pool, const std::vector<int>& slots,
+      const std::vector<int32_t>& tokens);
+
+  // slots[i] takes the contents of sources[i] (sources may repeat and
+  // overlap slots: beam search reorders its beams with this).
+  absl::Status CopySlots(KvCachePool& pool, const std::vector<int>& slots,
+                         const std::vector<int>& sources);
 
   const std::string& device() const;
 

@@ -148,6 +148,11 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   ASSIGN_OR_RETURN(m.lm_vocab_size, r.Get<int>("lm_vocab_size"));
   ASSIGN_OR_RETURN(m.lm_hidden_size, r.Get<int>("lm_hidden_size"));
   ASSIGN_OR_RETURN(m.lm_num_layers, r.Get<int>("lm_num_layers"));
+  ASSIGN_OR_RETURN(m.lm_kv_heads, r.Get<int>("lm_kv_heads"));
+  ASSIGN_OR_RETURN(m.lm_head_dim, r.Get<int>("lm_head_dim"));
+  if (m.lm_num_layers <= 0 || m.lm_kv_heads <= 0 || m.lm_head_dim <= 0) {
+    return r.Error("lm_num_layers", "and lm_kv_heads, lm_head_dim must be > 0");
+  }
   ASSIGN_OR_RETURN(m.qformer_vocab_size, r.Get<int>("qformer_vocab_size"));
   ASSIGN_OR_RETURN(m.max_context_tokens, r.Get<int>("max_context_tokens"));
   if (m.num_query_tokens <= 0)

@@ -59,7 +59,9 @@ struct PackageManifest {
   int num_query_tokens = 0;
   int lm_vocab_size = 0;
   int lm_hidden_size = 0;
-  int lm_num_layers = 0;
+  int lm_num_layers = 0;  // decoder layers (the ones with a KV cache)
+  int lm_kv_heads = 0;    // cache heads per layer
+  int lm_head_dim = 0;
   int qformer_vocab_size = 0;
   int max_context_tokens = 0;  // image positions + prompt + generated
   ImageSpec image;

@@ -140,3 +140,15 @@ def test_metrics_endpoint(server, client):
     assert 'iblip_requests_total{code="ok"}' in body
     assert "iblip_time_to_first_token_seconds_bucket" in body
     assert "iblip_generated_tokens_total" in body
+
+
+def test_beam_search_returns_ranked_sequences(client):
+    response = client.generate_unary(png_bytes(), "Describe.", max_new_tokens=8, num_beams=4,
+                                     num_return_sequences=3)
+    assert len(response.sequences) == 3
+    assert all(s.token_ids for s in response.sequences)
+    assert len({tuple(s.token_ids) for s in response.sequences}) == 3  # distinct beams
+    streamed = list(client.generate(png_bytes(), "Describe.", max_new_tokens=8, num_beams=4,
+                                    num_return_sequences=3))
+    by_index = {c.index: list(c.token_ids) for c in streamed if c.token_ids}
+    assert by_index == {i: list(s.token_ids) for i, s in enumerate(response.sequences)}

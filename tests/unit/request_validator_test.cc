@@ -160,11 +160,16 @@ TEST(RequestValidatorTest, PriorityAndRequestId) {
   ExpectInvalid(request, "request_id");
 }
 
-TEST(RequestValidatorTest, BeamSearchIsUnimplementedForNow) {
+TEST(RequestValidatorTest, BeamSearchSettings) {
   auto request = ValidRequest();
   request.mutable_parameters()->set_num_beams(3);
+  request.mutable_parameters()->set_num_return_sequences(2);
+  request.mutable_parameters()->set_length_penalty(0.5f);
   auto result = ValidateGenerateRequest(request, TestLimits(), 1);
-  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnimplemented);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->settings.num_beams, 3);
+  EXPECT_EQ(result->settings.num_return_sequences, 2);
+  EXPECT_FLOAT_EQ(result->settings.length_penalty, 0.5f);
 }
 
 TEST(RequestValidatorTest, TokenBudget) {

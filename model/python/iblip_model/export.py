@@ -178,6 +178,9 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
             "lm_vocab_size": text.vocab_size,
             "lm_hidden_size": text.hidden_size if llama else text.d_model,
             "lm_num_layers": text.num_hidden_layers if llama else text.num_decoder_layers,
+            # KV cache geometry per layer: heads x head_dim.
+            "lm_kv_heads": text.num_key_value_heads if llama else text.num_heads,
+            "lm_head_dim": text.hidden_size // text.num_attention_heads if llama else text.d_kv,
             "qformer_vocab_size": config.qformer.vocab_size,
             "max_context_tokens": text.max_position_embeddings if llama else T5_MAX_CONTEXT,
             "prompt_layout": "image_tokens" if config.image_token_index is not None else "prepend",

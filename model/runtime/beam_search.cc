@@ -1,0 +1,151 @@
+#include "model/runtime/beam_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <unordered_set>
+
+namespace iblip::model {
+namespace {
+
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+// log_softmax in float32, as torch computes it for float32 logits.
+std::vector<float> LogSoftmax(const std::vector<float>& logits) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x - max));
+  const float log_sum = static_cast<float>(std::log(sum));
+  std::vector<float> out(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - max - log_sum;
+  return out;
+}
+
+}  // namespace
+
+BeamSearch::BeamSearch(BeamSearchParams params) : params_(std::move(params)) {
+  beams_.assign(params_.num_beams, {});
+  // Only the first beam expands at the first step (the others are copies).
+  beam_scores_.assign(params_.num_beams, -1e9f);
+  beam_scores_[0] = 0;
+}
+
+bool BeamSearch::IsDone(float best_sum_logprobs, int length) const {
+  if (static_cast<int>(hypotheses_.size()) < params_.num_beams) return false;
+  if (params_.early_stopping) return true;
+  const float highest_attainable =
+      best_sum_logprobs /
+      std::pow(static_cast<float>(length), params_.length_penalty);
+  return worst_score_ >= highest_attainable;
+}
+
+void BeamSearch::AddHypothesis(std::vector<int32_t> tokens, float sum_logprobs,
+                               int length, bool eos) {
+  const float score = sum_logprobs / std::pow(static_cast<float>(length),
+                                              params_.length_penalty);
+  if (static_cast<int>(hypotheses_.size()) < params_.num_beams ||
+      score > worst_score_) {
+    hypotheses_.push_back({std::move(tokens), score, eos});
+    if (static_cast<int>(hypotheses_.size()) > params_.num_beams) {
+      auto worst = std::min_element(
+          hypotheses_.begin(), hypotheses_.end(),
+          [](const auto& a, const auto& b) { return a.score < b.score; });
+      hypotheses_.erase(worst);
+      worst_score_ = std::min_element(hypotheses_.begin(), hypotheses_.end(),
+                                      [](const auto& a, const auto& b) {
+                                        return a.score < b.score;
+                                      })
+                         ->score;
+    } else {
+      worst_score_ = std::min(score, worst_score_);
+    }
+  }
+}
+
+BeamSearch::Step BeamSearch::Advance(
+    const std::vector<std::vector<float>>& logits) {
+  const int k = params_.num_beams;
+  const size_t vocab = logits[0].size();
+  const std::unordered_set<int32_t> eos(params_.eos_token_ids.begin(),
+                                        params_.eos_token_ids.end());
+
+  // Scores of every (beam, token) continuation.
+  std::vector<float> scores(k * vocab);
+  for (int b = 0; b < k; ++b) {
+    std::vector<float> row = LogSoftmax(logits[b]);
+    if (params_.repetition_penalty != 1.0f) {
+      for (int32_t id :
+           std::unordered_set<int32_t>(beams_[b].begin(), beams_[b].end())) {
+        float& s = row[id];
+        s = s < 0 ? s * params_.repetition_penalty
+                  : s / params_.repetition_penalty;
+      }
+    }
+    if (generated_ < params_.min_new_tokens) {
+      for (int32_t id : params_.eos_token_ids) row[id] = kMinusInf;
+    }
+    for (size_t v = 0; v < vocab; ++v)
+      scores[b * vocab + v] = row[v] + beam_scores_[b];
+  }
+  const size_t candidates =
+      std::min(scores.size(),
+               static_cast<size_t>(std::max<size_t>(2, 1 + eos.size()) * k));
+  std::vector<int64_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + candidates, order.end(),
+                    [&](int64_t a, int64_t b) {
+                      return scores[a] > scores[b] ||
+                             (scores[a] == scores[b] && a < b);
+                    });
+
+  Step step;
+  std::vector<float> next_scores;
+  for (size_t rank = 0;
+       rank < candidates && static_cast<int>(step.tokens.size()) < k; ++rank) {
+    const int parent = static_cast<int>(order[rank] / vocab);
+    const auto token = static_cast<int32_t>(order[rank] % vocab);
+    if (eos.count(token) != 0) {
+      if (static_cast<int>(rank) >= k)
+        continue;  // only EOS among the top k finishes a beam
+      std::vector<int32_t> tokens = beams_[parent];
+      tokens.push_back(token);
+      AddHypothesis(std::move(tokens), scores[order[rank]], generated_,
+                    /*eos=*/true);
+    } else {
+      step.parents.push_back(parent);
+      step.tokens.push_back(token);
+      next_scores.push_back(scores[order[rank]]);
+    }
+  }
+  done_ = done_ || IsDone(scores[order[0]], generated_);
+
+  std::vector<std::vector<int32_t>> next(step.tokens.size());
+  for (size_t i = 0; i < step.tokens.size(); ++i) {
+    next[i] = beams_[step.parents[i]];
+    next[i].push_back(step.tokens[i]);
+  }
+  beams_ = std::move(next);
+  beam_scores_ = std::move(next_scores);
+  ++generated_;
+  if (generated_ >= params_.max_new_tokens) {
+    if (!done_) {
+      for (size_t b = 0; b < beams_.size(); ++b) {
+        AddHypothesis(beams_[b], beam_scores_[b], generated_, /*eos=*/false);
+      }
+    }
+    done_ = true;
+  }
+  return step;
+}
+
+std::vector<BeamSearch::Hypothesis> BeamSearch::Finalize() {
+  std::vector<Hypothesis> sorted = hypotheses_;
+  std::stable_sort(
+      sorted.begin(), sorted.end(),
+      [](const auto& a, const auto& b) { return a.score > b.score; });
+  sorted.resize(std::min<size_t>(sorted.size(), params_.num_return_sequences));
+  return sorted;
+}
+
+}  // namespace iblip::model
