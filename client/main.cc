@@ -42,6 +42,7 @@ commands:
   generate  --image FILE [--prompt TEXT] [--max-new-tokens N] [--min-new-tokens N]
             [--temperature X] [--top-k N] [--top-p X] [--repetition-penalty X]
             [--length-penalty X] [--num-beams N] [--num-return-sequences N]
+            [--early-stopping true|false]
             [--stop TEXT]... [--seed N] [--priority low|normal|high]
             [--request-id ID] [--unary] [--json]
             Streams the answer to stdout. --json prints only one JSON object when

@@ -21,6 +21,7 @@ const char* const kGenerateFlags[] = {"image",
                                       "num-return-sequences",
                                       "stop",
                                       "seed",
+                                      "early-stopping",
                                       "priority",
                                       "request-id",
                                       nullptr};
@@ -109,6 +110,13 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest(
   }
   for (const std::string& stop : line.GetAll("stop"))
     p.add_stop_sequences(stop);
+  if (auto early = line.Get("early-stopping")) {
+    if (*early != "true" && *early != "false") {
+      return absl::InvalidArgumentError(
+          "--early-stopping: expected true or false");
+    }
+    p.set_early_stopping(*early == "true");
+  }
   return request;
 }
 

@@ -17,6 +17,7 @@ ActiveRequest::ActiveRequest(std::shared_ptr<GenerationRequest> request,
     model::BeamSearchParams params;
     params.num_beams = s.num_beams;
     params.length_penalty = s.length_penalty;
+    params.early_stopping = s.early_stopping;
     params.repetition_penalty = s.sampling.repetition_penalty;
     params.min_new_tokens = s.sampling.min_new_tokens;
     params.max_new_tokens = s.max_new_tokens;

@@ -56,6 +56,11 @@ void Engine::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
+Engine::DecodeStats Engine::decode_stats() const {
+  std::lock_guard<std::mutex> lock(stats_mutex_);
+  return decode_stats_;
+}
+
 absl::Status Engine::Admit() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (draining_ || stopping_)
@@ -148,7 +153,14 @@ void Engine::DecodeStep() {
   }
   std::vector<absl::Status> failures(running_.size());
   std::vector<std::vector<float>> rows;
+  const absl::Time step_start = absl::Now();
   auto logits = model_.DecodeBatch(*pool_, slots, tokens);
+  {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    decode_stats_.seconds += absl::ToDoubleSeconds(absl::Now() - step_start);
+    decode_stats_.tokens += static_cast<int64_t>(slots.size());
+    ++decode_stats_.steps;
+  }
   if (logits.ok()) {
     rows = std::move(*logits);
   } else {

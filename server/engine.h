@@ -68,6 +68,15 @@ class Engine {
   // Free KV cache slots after the last engine step (a snapshot).
   int free_cache_slots() const { return free_slots_.load(); }
 
+  // Cumulative time in batched decode steps and the tokens they produced
+  // (prefill excluded): decode-phase throughput for benchmarks.
+  struct DecodeStats {
+    double seconds = 0;
+    int64_t tokens = 0;
+    int64_t steps = 0;
+  };
+  DecodeStats decode_stats() const;
+
  private:
   Engine(model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
          std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
@@ -108,7 +117,9 @@ class Engine {
   bool stopping_ = false;
 
   std::atomic<int> free_slots_{0};  // written by the engine thread
-  std::thread thread_;  // started by Start(), joined by the destructor
+  mutable std::mutex stats_mutex_;
+  DecodeStats decode_stats_;  // guarded by stats_mutex_
+  std::thread thread_;        // started by Start(), joined by the destructor
 };
 
 }  // namespace iblip::server

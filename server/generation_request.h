@@ -35,6 +35,7 @@ struct GenerationSettings {
   int num_return_sequences = 1;
   int num_beams = 1;
   float length_penalty = 1.0f;
+  bool early_stopping = false;
   std::vector<std::string> stop_sequences;
   uint64_t seed = 0;
   model::SamplingParams sampling;  // eos_token_ids filled by the engine

@@ -134,6 +134,7 @@ v1::GenerationParameters DefaultParameters(const ServingLimits& limits) {
   p.set_length_penalty(1.0f);
   p.set_num_beams(1);
   p.set_num_return_sequences(1);
+  p.set_early_stopping(false);
   return p;
 }
 
@@ -186,6 +187,7 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
   s.num_beams = static_cast<int>(merged.num_beams());
   s.num_return_sequences = static_cast<int>(merged.num_return_sequences());
   s.length_penalty = merged.length_penalty();
+  s.early_stopping = merged.early_stopping();
   s.stop_sequences.assign(merged.stop_sequences().begin(),
                           merged.stop_sequences().end());
   s.seed = p.has_seed() ? p.seed() : random_seed;

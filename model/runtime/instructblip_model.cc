@@ -46,9 +46,9 @@ struct KvCachePool::Impl {
   int max_encoder = 0;  // T5: encoder positions per slot
   std::vector<int> lengths;
   std::vector<bool> used;
-  torch::Tensor keys, values;  // [L, capacity, heads, max_length, D]
+  torch::Tensor keys, values;  // [capacity, L, heads, max_length, D]
   torch::Tensor cross_keys,
-      cross_values;                  // T5: [L, capacity, heads, max_encoder, D]
+      cross_values;                  // T5: [capacity, L, heads, max_encoder, D]
   torch::Tensor encoder_mask;        // T5: [capacity, max_encoder] int64
   std::vector<int> encoder_lengths;  // T5
 };
@@ -338,13 +338,14 @@ absl::StatusOr<std::unique_ptr<KvCachePool>> InstructBlipModel::CreateCachePool(
   try {
     const auto options =
         torch::TensorOptions().dtype(impl_->dtype).device(impl_->device);
-    const std::vector<int64_t> shape = {impl_->num_layers, pool->capacity,
+    // Slot-major: one slot's cache is one contiguous block.
+    const std::vector<int64_t> shape = {pool->capacity, impl_->num_layers,
                                         impl_->kv_heads, pool->max_length,
                                         impl_->head_dim};
     pool->keys = torch::zeros(shape, options);
     pool->values = torch::zeros(shape, options);
     if (t5) {
-      const std::vector<int64_t> cross = {impl_->num_layers, pool->capacity,
+      const std::vector<int64_t> cross = {pool->capacity, impl_->num_layers,
                                           impl_->kv_heads, pool->max_encoder,
                                           impl_->head_dim};
       pool->cross_keys = torch::zeros(cross, options);
@@ -375,11 +376,8 @@ absl::StatusOr<std::vector<float>> InstructBlipModel::PrefillSlot(
           absl::StrCat("prompt: ", self_length,
                        " positions exceed the cache's ", p.max_length));
     }
-    using torch::indexing::Slice;
-    p.keys.index_put_({Slice(), slot, Slice(), Slice(0, self_length)},
-                      s.keys.select(1, 0));
-    p.values.index_put_({Slice(), slot, Slice(), Slice(0, self_length)},
-                        s.values.select(1, 0));
+    p.keys[slot].narrow(2, 0, self_length).copy_(s.keys.select(1, 0));
+    p.values[slot].narrow(2, 0, self_length).copy_(s.values.select(1, 0));
     if (impl_->family == LmFamily::kT5) {
       const int64_t encoder_length = s.cross_keys.size(3);
       if (encoder_length > p.max_encoder) {
@@ -387,14 +385,14 @@ absl::StatusOr<std::vector<float>> InstructBlipModel::PrefillSlot(
             absl::StrCat("prompt: ", encoder_length,
                          " encoder positions exceed ", p.max_encoder));
       }
-      p.cross_keys.index_put_(
-          {Slice(), slot, Slice(), Slice(0, encoder_length)},
-          s.cross_keys.select(1, 0));
-      p.cross_values.index_put_(
-          {Slice(), slot, Slice(), Slice(0, encoder_length)},
-          s.cross_values.select(1, 0));
+      p.cross_keys[slot]
+          .narrow(2, 0, encoder_length)
+          .copy_(s.cross_keys.select(1, 0));
+      p.cross_values[slot]
+          .narrow(2, 0, encoder_length)
+          .copy_(s.cross_values.select(1, 0));
       p.encoder_mask[slot].zero_();
-      p.encoder_mask.index_put_({slot, Slice(0, encoder_length)}, 1);
+      p.encoder_mask[slot].narrow(0, 0, encoder_length).fill_(1);
       p.encoder_lengths[slot] = static_cast<int>(encoder_length);
     }
     p.lengths[slot] = static_cast<int>(self_length);
@@ -403,6 +401,20 @@ absl::StatusOr<std::vector<float>> InstructBlipModel::PrefillSlot(
   }
   return logits;
 }
+
+namespace {
+
+// [L, B, heads, length, D] from the first `length` positions of each slot of
+// a slot-major cache: one copy of exactly the data in use.
+torch::Tensor Gather(const torch::Tensor& cache, const std::vector<int>& slots,
+                     int64_t length) {
+  std::vector<torch::Tensor> views;
+  views.reserve(slots.size());
+  for (int slot : slots) views.push_back(cache[slot].narrow(2, 0, length));
+  return torch::stack(views, 1);
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
     KvCachePool& pool, const std::vector<int>& slots,
@@ -425,12 +437,7 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
   }
   c10::InferenceMode inference;
   try {
-    using torch::indexing::Slice;
     const auto long_options = torch::TensorOptions().dtype(torch::kLong);
-    torch::Tensor index =
-        torch::tensor(std::vector<int64_t>(slots.begin(), slots.end()),
-                      long_options)
-            .to(impl_->device);
     torch::Tensor ids = impl_->Ids(tokens).view({batch, 1});
     // Row b holds its own length; positions beyond it up to `past` are padding.
     torch::Tensor mask = torch::zeros({batch, past + 1}, long_options);
@@ -448,36 +455,31 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
     }
     mask = mask.to(impl_->device);
     positions = positions.to(impl_->device);
-    // Narrow before gathering: copy only the positions in use.
-    torch::Tensor past_keys = p.keys.narrow(3, 0, past).index_select(1, index);
-    torch::Tensor past_values =
-        p.values.narrow(3, 0, past).index_select(1, index);
+    torch::Tensor past_keys = Gather(p.keys, slots, past);
+    torch::Tensor past_values = Gather(p.values, slots, past);
     torch::jit::Module& lm = impl_->language;
     torch::Tensor logits, keys, values;
     if (impl_->family == LmFamily::kLlama) {
       std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
-          {ids, mask, positions.narrow(1, past, 1), past_keys, past_values}));
+          {ids, mask, positions.narrow(1, past, 1).contiguous(), past_keys,
+           past_values}));
     } else {
       int64_t encoder = 0;
+      std::vector<torch::Tensor> masks;
       for (int slot : slots)
         encoder = std::max<int64_t>(encoder, p.encoder_lengths[slot]);
-      torch::Tensor cross_keys =
-          p.cross_keys.narrow(3, 0, encoder).index_select(1, index);
-      torch::Tensor cross_values =
-          p.cross_values.narrow(3, 0, encoder).index_select(1, index);
-      torch::Tensor encoder_mask =
-          p.encoder_mask.narrow(1, 0, encoder).index_select(0, index);
-      std::tie(logits, keys, values) = Unpack3(
-          lm.get_method("decode")({ids, positions, mask, past_keys, past_values,
-                                   cross_keys, cross_values, encoder_mask}));
+      for (int slot : slots)
+        masks.push_back(p.encoder_mask[slot].narrow(0, 0, encoder));
+      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
+          {ids, positions, mask, past_keys, past_values,
+           Gather(p.cross_keys, slots, encoder),
+           Gather(p.cross_values, slots, encoder), torch::stack(masks, 0)}));
     }
     for (int64_t b = 0; b < batch; ++b) {
       const int slot = slots[b];
       const int64_t at = p.lengths[slot];
-      p.keys.index_put_({Slice(), slot, Slice(), at},
-                        keys.select(1, b).select(2, 0));
-      p.values.index_put_({Slice(), slot, Slice(), at},
-                          values.select(1, b).select(2, 0));
+      p.keys[slot].select(2, at).copy_(keys.select(1, b).select(2, 0));
+      p.values[slot].select(2, at).copy_(values.select(1, b).select(2, 0));
       ++p.lengths[slot];
     }
     torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
@@ -501,38 +503,39 @@ absl::Status InstructBlipModel::CopySlots(KvCachePool& pool,
     return absl::InvalidArgumentError("CopySlots: size mismatch");
   c10::InferenceMode inference;
   try {
-    const auto long_options =
-        torch::TensorOptions().dtype(torch::kLong).device(impl_->device);
-    torch::Tensor to = torch::tensor(
-        std::vector<int64_t>(slots.begin(), slots.end()), long_options);
-    torch::Tensor from = torch::tensor(
-        std::vector<int64_t>(sources.begin(), sources.end()), long_options);
-    // Only the positions in use move. index_select copies first, so sources
-    // may overlap destinations.
-    int64_t used = 1, encoder = 1;
+    // Snapshot the sources first: they may also be destinations.
+    std::vector<std::vector<torch::Tensor>> snapshot;
     for (int source : sources) {
-      used = std::max<int64_t>(used, p.lengths[source]);
-      encoder = std::max<int64_t>(encoder, p.encoder_lengths[source]);
-    }
-    for (torch::Tensor* cache : {&p.keys, &p.values}) {
-      torch::Tensor view = cache->narrow(3, 0, used);
-      view.index_copy_(1, to, view.index_select(1, from));
-    }
-    if (impl_->family == LmFamily::kT5) {
-      for (torch::Tensor* cache : {&p.cross_keys, &p.cross_values}) {
-        torch::Tensor view = cache->narrow(3, 0, encoder);
-        view.index_copy_(1, to, view.index_select(1, from));
+      std::vector<torch::Tensor> parts = {
+          p.keys[source].narrow(2, 0, std::max(1, p.lengths[source])).clone(),
+          p.values[source]
+              .narrow(2, 0, std::max(1, p.lengths[source]))
+              .clone()};
+      if (impl_->family == LmFamily::kT5) {
+        const int64_t encoder = std::max(1, p.encoder_lengths[source]);
+        parts.push_back(p.cross_keys[source].narrow(2, 0, encoder).clone());
+        parts.push_back(p.cross_values[source].narrow(2, 0, encoder).clone());
+        parts.push_back(p.encoder_mask[source].clone());
       }
-      p.encoder_mask.index_copy_(0, to, p.encoder_mask.index_select(0, from));
+      snapshot.push_back(std::move(parts));
     }
-    std::vector<int> lengths(sources.size()), encoder_lengths(sources.size());
-    for (size_t i = 0; i < sources.size(); ++i) {
-      lengths[i] = p.lengths[sources[i]];
-      encoder_lengths[i] = p.encoder_lengths[sources[i]];
+    std::vector<int> lengths, encoder_lengths;
+    for (int source : sources) {
+      lengths.push_back(p.lengths[source]);
+      encoder_lengths.push_back(p.encoder_lengths[source]);
     }
     for (size_t i = 0; i < slots.size(); ++i) {
-      p.lengths[slots[i]] = lengths[i];
-      p.encoder_lengths[slots[i]] = encoder_lengths[i];
+      const int slot = slots[i];
+      const auto& parts = snapshot[i];
+      p.keys[slot].narrow(2, 0, parts[0].size(2)).copy_(parts[0]);
+      p.values[slot].narrow(2, 0, parts[1].size(2)).copy_(parts[1]);
+      if (impl_->family == LmFamily::kT5) {
+        p.cross_keys[slot].narrow(2, 0, parts[2].size(2)).copy_(parts[2]);
+        p.cross_values[slot].narrow(2, 0, parts[3].size(2)).copy_(parts[3]);
+        p.encoder_mask[slot].copy_(parts[4]);
+      }
+      p.lengths[slot] = lengths[i];
+      p.encoder_lengths[slot] = encoder_lengths[i];
     }
   } catch (const std::exception& e) {
     return TorchError("KV cache copy failed", e);
