@@ -54,11 +54,13 @@ def _write_json(path, value):
         f.write("\n")
 
 
-def _train_sentencepiece(prefix, pieces, family, seed):
+def _train_sentencepiece(prefix, pieces, family, seed, lines=None):
     import sentencepiece as spm  # Debian's python3-sentencepiece
 
     rng = random.Random(seed)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as corpus:
+        for line in lines or []:
+            corpus.write(line + "\n")
         for _ in range(3000):
             words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
             words[0] = words[0].capitalize()
@@ -80,17 +82,19 @@ def _train_sentencepiece(prefix, pieces, family, seed):
     return processor.GetPieceSize()
 
 
-def _qformer_vocab():
+def _qformer_vocab(extra_words=()):
     """A small bert-base-uncased-shaped vocab: specials at BERT's ids."""
     vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~0123456789abcdefghijklmnopqrstuvwxyz")
     vocab += ["##" + c for c in "0123456789abcdefghijklmnopqrstuvwxyz"]
-    return vocab + sorted(set(WORDS) - set(vocab))
+    return vocab + sorted((set(WORDS) | set(extra_words)) - set(vocab))
 
 
-def _write_tokenizers(out, family, pieces, seed):
+def write_tokenizers(out, family, pieces, seed, lines=None, words=()):
+    """LM SentencePiece (trained on WORDS plus `lines`) and the Q-Former vocab
+    (plus `words`); returns (LM vocab size, Q-Former vocab size)."""
     name = "tokenizer.model" if family == "llama" else "spiece.model"
-    size = _train_sentencepiece(os.path.join(out, name.rsplit(".", 1)[0]), pieces, family, seed)
+    size = _train_sentencepiece(os.path.join(out, name.rsplit(".", 1)[0]), pieces, family, seed, lines)
     if family == "llama":
         # InstructBLIP-Vicuna: bos = unk = </s>, [PAD] appended.
         added = {"[PAD]": size}
@@ -112,7 +116,7 @@ def _write_tokenizers(out, family, pieces, seed):
 
     qdir = os.path.join(out, "qformer_tokenizer")
     os.makedirs(qdir, exist_ok=True)
-    vocab = _qformer_vocab()
+    vocab = _qformer_vocab(words)
     with open(os.path.join(qdir, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(vocab) + "\n")
     _write_json(os.path.join(qdir, "tokenizer_config.json"), {
@@ -122,16 +126,14 @@ def _write_tokenizers(out, family, pieces, seed):
     return size + len(added) if family == "llama" else size + 100, len(vocab) + 1
 
 
-def generate(preset, output_dir, fmt="bin", shard_mb=None, dtype="fp32", seed=0):
-    spec = PRESETS[preset]
-    os.makedirs(output_dir, exist_ok=True)
-    tokenizer_vocab, qformer_vocab = _write_tokenizers(output_dir, spec["family"],
-                                                       spec["spm_pieces"], seed)
+def write_config_files(output_dir, spec, tokenizer_vocab, qformer_vocab, dtype="fp32"):
+    """config.json (HF layout, class defaults omitted), generation and
+    preprocessor configs for a spec like those in PRESETS."""
     lm_vocab = spec.get("lm_vocab_size", tokenizer_vocab)
     if spec["family"] == "llama":
         text = dict(model_type="llama", architectures=["LLaMAForCausalLM"], vocab_size=lm_vocab,
-                    bos_token_id=0, eos_token_id=1, pad_token_id=-1, rms_norm_eps=1e-6,
-                    **spec["text"])
+                    bos_token_id=0, eos_token_id=spec.get("eos_token_id", 1), pad_token_id=-1,
+                    rms_norm_eps=1e-6, **spec["text"])
     else:
         text = dict(model_type="t5", architectures=["T5ForConditionalGeneration"],
                     vocab_size=lm_vocab, feed_forward_proj="gated-gelu", dense_act_fn="gelu",
@@ -149,15 +151,23 @@ def generate(preset, output_dir, fmt="bin", shard_mb=None, dtype="fp32", seed=0)
     }
     _write_json(os.path.join(output_dir, "config.json"), config)
     _write_json(os.path.join(output_dir, "generation_config.json"),
-                {"bos_token_id": text["bos_token_id"], "eos_token_id": 1,
+                {"bos_token_id": text["bos_token_id"], "eos_token_id": text["eos_token_id"],
                  "pad_token_id": text["pad_token_id"]})
+    size = spec["vision"].get("image_size", 224)
     _write_json(os.path.join(output_dir, "preprocessor_config.json"), {
         "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
         "image_processor_type": "BlipImageProcessor", "processor_class": "InstructBlipProcessor",
-        "resample": 3, "rescale_factor": 1 / 255, "size": {"height": 224, "width": 224}})
+        "resample": 3, "rescale_factor": 1 / 255, "size": {"height": size, "width": size}})
 
+
+def generate(preset, output_dir, fmt="bin", shard_mb=None, dtype="fp32", seed=0):
+    spec = PRESETS[preset]
+    os.makedirs(output_dir, exist_ok=True)
+    tokenizer_vocab, qformer_vocab = write_tokenizers(output_dir, spec["family"],
+                                                      spec["spm_pieces"], seed)
+    write_config_files(output_dir, spec, tokenizer_vocab, qformer_vocab, dtype)
     model = InstructBlipForConditionalGeneration(hf_config.load_config(output_dir))
     generator = torch.Generator().manual_seed(seed)
     state = {}

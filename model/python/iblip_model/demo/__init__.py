@@ -1,0 +1,1 @@
+"""The demo model: a tiny InstructBLIP trained on synthetic visual questions."""
