@@ -280,35 +280,6 @@ absl::StatusOr<std::vector<float>> InstructBlipModel::Prefill(
   }
 }
 
-absl::StatusOr<std::vector<float>> InstructBlipModel::Decode(
-    int32_t token, SequenceState* state) {
-  SequenceState::Impl& s = *state->impl_;
-  if (s.length == 0)
-    return absl::FailedPreconditionError("Decode before Prefill");
-  c10::InferenceMode inference;
-  try {
-    torch::jit::Module& lm = impl_->language;
-    torch::Tensor ids = impl_->Ids({token});
-    torch::Tensor logits, keys, values;
-    if (impl_->family == LmFamily::kLlama) {
-      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
-          {ids, impl_->Ones(s.length + 1), impl_->Range(s.length, s.length + 1),
-           s.keys, s.values}));
-    } else {
-      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
-          {ids, impl_->Range(0, s.length + 1), impl_->Ones(s.length + 1),
-           s.keys, s.values, s.cross_keys, s.cross_values, s.encoder_mask}));
-    }
-    // New tensors, never in place: copies of this state keep their prefix.
-    s.keys = torch::cat({s.keys, keys}, 3);
-    s.values = torch::cat({s.values, values}, 3);
-    ++s.length;
-    return Impl::ToVector(logits);
-  } catch (const std::exception& e) {
-    return TorchError("language model decode failed", e);
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Slot-based batched decoding
 

@@ -109,10 +109,6 @@ class InstructBlipModel {
       const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
       SequenceState* state);
 
-  // Feeds `token` (the last chosen one) and returns the next logits.
-  absl::StatusOr<std::vector<float>> Decode(int32_t token,
-                                            SequenceState* state);
-
   // Slot-based, batched decoding for the engine. ------------------------
 
   // Caches for up to `max_slots` sequences within `budget_bytes`, each up to

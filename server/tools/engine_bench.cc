@@ -63,7 +63,6 @@ class TimingSink final : public ResponseSink {
   void OnComplete(const absl::Status& status, const UsageStats&) override {
     std::lock_guard<std::mutex> lock(mutex_);
     status_ = status;
-    end_ = absl::Now();
     done_ = true;
     cv_.notify_all();
   }
@@ -72,14 +71,13 @@ class TimingSink final : public ResponseSink {
     cv_.wait(lock, [this] { return done_; });
   }
   absl::Time first() const { return first_; }
-  absl::Time end() const { return end_; }
   int tokens() const { return tokens_; }
   const absl::Status& status() const { return status_; }
 
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
-  absl::Time first_, end_;
+  absl::Time first_;
   int tokens_ = 0;
   bool done_ = false;
   absl::Status status_;

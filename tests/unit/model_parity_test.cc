@@ -105,8 +105,11 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
         image, reference["qformer_input_ids"][row].get<std::vector<int32_t>>(),
         reference["qformer_attention_mask"][row].get<std::vector<int32_t>>());
     ASSERT_TRUE(embedding.ok()) << embedding.status();
-    SequenceState state;
-    auto logits = model.Prefill(*embedding, prompt, &state);
+    // The engine's path: one cache slot, prefill, then batched decode steps.
+    auto pool = model.CreateCachePool(1, 64ull << 20, 64);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    const int slot = *(*pool)->Allocate();
+    auto logits = model.PrefillSlot(*embedding, prompt, **pool, slot);
     ASSERT_TRUE(logits.ok()) << logits.status();
 
     // sequences = [start] + new tokens (+ padding once a row has finished).
@@ -125,8 +128,9 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
           std::max_element(logits->begin(), logits->end()) - logits->begin());
       generated.push_back(token);
       if (token == eos) break;
-      logits = model.Decode(token, &state);
-      ASSERT_TRUE(logits.ok()) << logits.status();
+      auto rows = model.DecodeBatch(**pool, {slot}, {token});
+      ASSERT_TRUE(rows.ok()) << rows.status();
+      logits = std::move((*rows)[0]);
     }
     ASSERT_LE(generated.size(), expected.size());
     EXPECT_EQ(generated,

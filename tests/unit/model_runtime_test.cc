@@ -108,11 +108,14 @@ TEST(InstructBlipModelTest, OutOfVocabularyIdIsAnErrorNotACrash) {
   pixels.chw.assign(3ull * pixels.size * pixels.size, 0.0f);
   auto image = tiny.model->EncodeImage(pixels, {101, 102});
   ASSERT_TRUE(image.ok()) << image.status();
-  SequenceState state;
-  auto logits = tiny.model->Prefill(*image, {2, 1 << 20}, &state);
+  auto pool = tiny.model->CreateCachePool(1, 64ull << 20, 64);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const int slot = *(*pool)->Allocate();
+  auto logits = tiny.model->PrefillSlot(*image, {2, 1 << 20}, **pool, slot);
   ASSERT_FALSE(logits.ok());
   EXPECT_EQ(logits.status().code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(tiny.model->Decode(5, &state).status().code(),
+  // The failed prefill left the slot empty: decoding it is refused, not run.
+  EXPECT_EQ(tiny.model->DecodeBatch(**pool, {slot}, {5}).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
