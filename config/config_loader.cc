@@ -127,6 +127,17 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
   if (scheduler.max_queue_size() == 0) {
     return OutOfRange("scheduler.max_queue_size", 0, "must be >= 1");
   }
+  if (!scheduler.has_vision_max_batch_size())
+    scheduler.set_vision_max_batch_size(8);
+  if (!scheduler.has_vision_max_queue_delay_us())
+    scheduler.set_vision_max_queue_delay_us(0);
+  if (scheduler.vision_max_batch_size() == 0) {
+    return OutOfRange("scheduler.vision_max_batch_size", 0, "must be >= 1");
+  }
+
+  CacheConfig& cache = *config.mutable_cache();
+  if (!cache.has_vision_cache_mib()) cache.set_vision_cache_mib(256);
+  if (!cache.has_qformer_cache_mib()) cache.set_qformer_cache_mib(64);
   return config;
 }
 

@@ -38,8 +38,7 @@ ActiveRequest::ActiveRequest(std::shared_ptr<GenerationRequest> request,
 }
 
 int ActiveRequest::slots_needed() const {
-  return beam_ ? request_->settings.num_beams
-               : request_->settings.num_return_sequences;
+  return SlotsNeeded(request_->settings);
 }
 
 void ActiveRequest::RecordToken() {

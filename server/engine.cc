@@ -10,27 +10,33 @@ namespace iblip::server {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-    std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options) {
+    std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
+    FeatureCache* cache) {
   ASSIGN_OR_RETURN(auto pool,
                    model.CreateCachePool(options.max_running_sequences,
                                          options.kv_cache_bytes,
                                          options.max_decoder_length));
   return std::unique_ptr<Engine>(new Engine(model, tokenizer,
                                             std::move(eos_token_ids), metrics,
-                                            options, std::move(pool)));
+                                            options, cache, std::move(pool)));
 }
 
 Engine::Engine(model::InstructBlipModel& model,
                const model::LmTokenizer& tokenizer,
                std::vector<int32_t> eos_token_ids, Metrics& metrics,
-               Options options, std::unique_ptr<model::KvCachePool> pool)
+               Options options, FeatureCache* cache,
+               std::unique_ptr<model::KvCachePool> pool)
     : model_(model),
       tokenizer_(tokenizer),
       eos_token_ids_(std::move(eos_token_ids)),
       metrics_(metrics),
+      cache_(cache),
       options_(options),
-      pool_(std::move(pool)) {
+      pool_(std::move(pool)),
+      scheduler_({options.vision_max_batch_size, options.vision_max_queue_delay,
+                  options.prefill_token_budget}) {
   free_slots_.store(pool_->free_slots());
+  metrics_.SetKvCacheSlots(0, pool_->capacity());
   spdlog::info("KV cache: {} sequence slots, {:.1f} MiB", pool_->capacity(),
                pool_->bytes() / 1048576.0);
 }
@@ -46,10 +52,8 @@ Engine::~Engine() {
   const absl::Status shutting_down =
       absl::UnavailableError("server is shutting down");
   while (!running_.empty()) Retire(running_.begin(), shutting_down);
-  for (auto& queue : queues_) {
-    for (auto& request : queue) Complete(*request, shutting_down, UsageStats{});
-    queue.clear();
-  }
+  for (auto& request : scheduler_.TakeAll())
+    Complete(*request, shutting_down, UsageStats{});
 }
 
 void Engine::Start() {
@@ -82,10 +86,14 @@ void Engine::CancelAdmission() {
   idle_.notify_all();
 }
 
-void Engine::Submit(std::shared_ptr<GenerationRequest> request) {
+void Engine::Submit(RequestPtr request) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queues_[static_cast<int>(request->priority)].push_back(std::move(request));
+    if (request->image.empty()) {
+      scheduler_.AddToVisionQueue(std::move(request), absl::Now());
+    } else {
+      scheduler_.AddToPrefillQueue(std::move(request));
+    }
   }
   wake_.notify_one();
 }
@@ -102,21 +110,33 @@ bool Engine::WaitIdle(absl::Duration timeout) {
   });
 }
 
-void Engine::Loop() {
+bool Engine::WaitForWork() {
+  std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] {
-        return stopping_ || !running_.empty() ||
-               std::any_of(queues_.begin(), queues_.end(),
-                           [](const auto& q) { return !q.empty(); });
-      });
-      if (stopping_) return;
+    if (stopping_) return false;
+    const absl::Time due = scheduler_.VisionBatchDue();
+    if (!running_.empty() || scheduler_.prefill_waiting() > 0 ||
+        due <= absl::Now()) {
+      return true;
     }
+    // Woken by Submit (which may change the due time) or the due time.
+    if (due == absl::InfiniteFuture()) {
+      wake_.wait(lock);
+    } else {
+      wake_.wait_until(lock, absl::ToChronoTime(due));
+    }
+  }
+}
+
+void Engine::Loop() {
+  while (WaitForWork()) {
     DropCancelled();
     if (!running_.empty()) DecodeStep();  // decode first
+    RunVisionStage();
     AdmitWaiting();
     free_slots_.store(pool_->free_slots());
+    metrics_.SetKvCacheSlots(pool_->capacity() - pool_->free_slots(),
+                             pool_->capacity());
     {
       std::lock_guard<std::mutex> lock(mutex_);
       running_count_ = static_cast<int>(running_.size());
@@ -154,6 +174,7 @@ void Engine::DecodeStep() {
   std::vector<absl::Status> failures(running_.size());
   std::vector<std::vector<float>> rows;
   const absl::Time step_start = absl::Now();
+  metrics_.ObserveDecodeBatch(static_cast<int>(slots.size()));
   auto logits = model_.DecodeBatch(*pool_, slots, tokens);
   {
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -213,56 +234,132 @@ void Engine::DecodeStep() {
   }
 }
 
-std::shared_ptr<GenerationRequest> Engine::PopAdmissibleLocked(int free_slots) {
-  for (int p = kNumPriorities - 1; p >= 0; --p) {
-    if (queues_[p].empty()) continue;
-    const GenerationSettings& s = queues_[p].front()->settings;
-    const int needed = s.num_beams > 1 ? s.num_beams : s.num_return_sequences;
-    // Strict priority: a request that does not fit blocks lower priorities.
-    if (needed > free_slots && needed <= pool_->capacity()) return nullptr;
-    auto request = std::move(queues_[p].front());
-    queues_[p].pop_front();
-    --admitted_;
-    metrics_.SetWaiting(admitted_);
-    return request;
+absl::Status Engine::Unstartable(const GenerationRequest& request,
+                                 absl::string_view stage) {
+  if (request.cancelled.load())
+    return absl::CancelledError("cancelled by the client");
+  if (absl::Now() > request.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline exceeded while queued for the ", stage));
   }
-  return nullptr;
+  return absl::OkStatus();
+}
+
+void Engine::LeaveQueue() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  --admitted_;
+  metrics_.SetWaiting(admitted_);
+}
+
+void Engine::DropQueued(GenerationRequest& request,
+                        const absl::Status& status) {
+  LeaveQueue();
+  UsageStats usage;
+  usage.queue_time = absl::Now() - request.arrival;
+  Complete(request, status, usage);
+}
+
+void Engine::RunVisionStage() {
+  std::vector<RequestPtr> batch;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    batch = scheduler_.TakeVisionBatch(absl::Now());
+  }
+  std::vector<RequestPtr> live;
+  for (auto& request : batch) {
+    request->scheduled = absl::Now();
+    if (absl::Status status = Unstartable(*request, "vision stage");
+        !status.ok()) {
+      DropQueued(*request, status);
+    } else {
+      live.push_back(std::move(request));
+    }
+  }
+  if (live.empty()) return;
+  const absl::Time start = absl::Now();
+  absl::Status status = EncodeImages(live);
+  std::vector<RequestPtr> encoded;
+  if (status.ok()) {
+    encoded = std::move(live);
+  } else {
+    // Find who fails: encode each request alone, so the others go on.
+    spdlog::warn("batched vision stage failed ({}); retrying one by one",
+                 status.ToString());
+    for (auto& request : live) {
+      if (absl::Status own = EncodeImages({request}); own.ok()) {
+        encoded.push_back(std::move(request));
+      } else {
+        DropQueued(*request, own);
+      }
+    }
+  }
+  metrics_.ObserveVisionBatch(static_cast<int>(batch.size()),
+                              absl::Now() - start);
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& request : encoded)
+    scheduler_.AddToPrefillQueue(std::move(request));
+}
+
+absl::Status Engine::EncodeImages(const std::vector<RequestPtr>& batch) {
+  std::vector<const model::PixelValues*> pixels;
+  std::vector<GenerationRequest*> uncached;
+  for (const auto& request : batch) {
+    if (request->vision.empty()) {
+      pixels.push_back(&request->pixels);
+      uncached.push_back(request.get());
+    }
+  }
+  ASSIGN_OR_RETURN(auto features, model_.EncodeVision(pixels));
+  for (size_t i = 0; i < uncached.size(); ++i) {
+    uncached[i]->vision = features[i];
+    if (cache_) cache_->PutVision(uncached[i]->image_hash, features[i]);
+    uncached[i]->pixels = model::PixelValues();  // no longer needed
+  }
+  std::vector<model::VisionFeatures> visions;
+  std::vector<std::vector<int32_t>> qformer_ids;
+  for (const auto& request : batch) {
+    visions.push_back(request->vision);
+    qformer_ids.push_back(request->qformer_ids);
+  }
+  ASSIGN_OR_RETURN(auto embeddings, model_.QueryImages(visions, qformer_ids));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    GenerationRequest& request = *batch[i];
+    if (cache_) {
+      cache_->PutEmbedding(request.image_hash, request.qformer_ids,
+                           embeddings[i]);
+    }
+    request.image = std::move(embeddings[i]);
+    request.vision = model::VisionFeatures();
+  }
+  return absl::OkStatus();
 }
 
 void Engine::AdmitWaiting() {
-  int budget = options_.prefill_token_budget;
-  bool admitted_any = false;
-  while (budget > 0 || !admitted_any) {
-    std::shared_ptr<GenerationRequest> request;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      request = PopAdmissibleLocked(pool_->free_slots());
-    }
-    if (!request) return;
-    admitted_any = true;
-    budget -= static_cast<int>(request->prompt_ids.size());
-    StartRequest(std::move(request));
+  std::vector<RequestPtr> starting;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    starting = scheduler_.TakePrefills(pool_->free_slots(), pool_->capacity());
+    admitted_ -= static_cast<int>(starting.size());
+    metrics_.SetWaiting(admitted_);
   }
+  for (auto& request : starting) StartRequest(std::move(request));
 }
 
-void Engine::StartRequest(std::shared_ptr<GenerationRequest> request) {
+void Engine::StartRequest(RequestPtr request) {
   UsageStats usage;
   usage.seed = request->settings.seed;
   usage.prompt_tokens = static_cast<int>(request->prompt_ids.size());
   const absl::Time start = absl::Now();
-  usage.queue_time = start - request->arrival;
-  metrics_.ObserveQueueTime(usage.queue_time);
-  if (request->cancelled.load()) {
-    return Complete(*request, absl::CancelledError("cancelled by the client"),
-                    usage);
-  }
-  if (start > request->deadline) {
-    return Complete(
-        *request, absl::DeadlineExceededError("deadline exceeded while queued"),
-        usage);
+  if (request->scheduled == absl::InfinitePast()) request->scheduled = start;
+  usage.queue_time = request->scheduled - request->arrival;
+  Metrics& metrics = RequestMetrics(*request);
+  metrics.ObserveQueueTime(usage.queue_time);
+  if (absl::Status status = Unstartable(*request, "language model");
+      !status.ok()) {
+    return Complete(*request, status, usage);
   }
   auto active = std::make_unique<ActiveRequest>(request, tokenizer_,
-                                                eos_token_ids_, metrics_);
+                                                eos_token_ids_, metrics);
   const int needed = active->slots_needed();
   if (needed > pool_->capacity()) {
     return Complete(*request,
@@ -271,10 +368,9 @@ void Engine::StartRequest(std::shared_ptr<GenerationRequest> request) {
                         " sequence slots, the server has ", pool_->capacity())),
                     usage);
   }
-  metrics_.AddPromptTokens(usage.prompt_tokens);
-  auto image = model_.EncodeImage(request->pixels, request->qformer_ids);
-  if (!image.ok()) return Complete(*request, image.status(), usage);
-  usage.image_tokens = image->num_positions();
+  metrics.AddPromptTokens(usage.prompt_tokens);
+  const model::ImageEmbedding& image = request->image;
+  usage.image_tokens = image.num_positions();
 
   std::vector<int> slots;
   for (int i = 0; i < needed; ++i)
@@ -283,7 +379,8 @@ void Engine::StartRequest(std::shared_ptr<GenerationRequest> request) {
     for (int slot : slots) pool_->Release(slot);
   };
   auto first_logits =
-      model_.PrefillSlot(*image, request->prompt_ids, *pool_, slots[0]);
+      model_.PrefillSlot(image, request->prompt_ids, *pool_, slots[0]);
+  metrics.ObservePrefill(absl::Now() - start);
   if (!first_logits.ok()) {
     release_all();
     return Complete(*request, first_logits.status(), usage);
@@ -324,8 +421,11 @@ void Engine::Retire(std::list<std::unique_ptr<ActiveRequest>>::iterator it,
 
 void Engine::Complete(GenerationRequest& request, const absl::Status& status,
                       const UsageStats& usage) {
-  metrics_.RequestFinished(status.code());
-  metrics_.ObserveRequestDuration(absl::Now() - request.arrival);
+  Metrics& metrics = RequestMetrics(request);
+  metrics.RequestFinished(status.code());
+  metrics.ObserveRequestDuration(absl::Now() - request.arrival);
+  if (usage.prompt_tokens > 0)  // it started
+    metrics.ObserveRequestTokens(usage.prompt_tokens, usage.generated_tokens);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     spdlog::info("request {} ended: {}", request.request_id, status.ToString());
   }

@@ -1,9 +1,7 @@
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -14,17 +12,24 @@
 #include "model/runtime/instructblip_model.h"
 #include "model/runtime/lm_tokenizer.h"
 #include "server/active_request.h"
+#include "server/feature_cache.h"
 #include "server/generation_request.h"
 #include "server/metrics.h"
+#include "server/scheduler.h"
 
 namespace iblip::server {
 
 // Owns the engine thread: the only thread that calls into the model, and the
-// owner of the KV cache pool. Continuous (iteration-level) batching: every
-// step first advances all running sequences by one token in one batched
-// decode, across requests and lengths, then admits waiting requests
-// (priority first) while cache slots are free and the step's prefill token
-// budget lasts. Finished and cancelled sequences leave between steps.
+// owner of the KV cache pool. Every step, in this order:
+//  1. decode: all running sequences advance one token in one batched call,
+//     across requests and lengths (continuous, iteration-level batching);
+//  2. vision: when the dynamic batcher says a batch is due, the vision
+//     encoder and the Q-Former run on it (skipping what the feature cache
+//     had) and the results go to the cache and the prefill queue;
+//  3. prefill: encoded requests start while KV slots are free and the step's
+//     prefill token budget lasts.
+// Finished and cancelled sequences leave between steps. The policy lives in
+// Scheduler (pure, unit-tested); this class runs it.
 //
 // Thread-safety: Admit/Submit/CancelAdmission/BeginDrain/WaitIdle may be
 // called from any thread and never wait for the model.
@@ -37,12 +42,17 @@ class Engine {
     uint64_t kv_cache_bytes = 1ull << 30;
     int max_decoder_length = 1025;    // T5 decoder positions per slot
     int prefill_token_budget = 4096;  // prompt tokens admitted per step
+    int vision_max_batch_size = 8;    // images per vision-stage batch
+    // How long a partial vision batch may wait for more requests.
+    absl::Duration vision_max_queue_delay = absl::ZeroDuration();
   };
 
-  // `model`, `tokenizer` and `metrics` must outlive the engine.
+  // `model`, `tokenizer`, `metrics` and `cache` must outlive the engine;
+  // `cache` may be null (nothing is cached).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
       model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-      std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options);
+      std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
+      FeatureCache* cache = nullptr);
   // Stops the thread; requests not finished fail with UNAVAILABLE.
   ~Engine();
   Engine(const Engine&) = delete;
@@ -55,7 +65,8 @@ class Engine {
   // draining. Every OK Admit is followed by Submit or CancelAdmission.
   absl::Status Admit();
   void CancelAdmission();
-  // Queues an admitted, preprocessed request.
+  // Queues an admitted, preprocessed request (to the vision stage, or
+  // straight to prefill when `request->image` came from the cache).
   void Submit(std::shared_ptr<GenerationRequest> request);
 
   // Refuses new admissions from now on (graceful drain).
@@ -78,15 +89,29 @@ class Engine {
   DecodeStats decode_stats() const;
 
  private:
+  using RequestPtr = std::shared_ptr<GenerationRequest>;
   Engine(model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
          std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
-         std::unique_ptr<model::KvCachePool> pool);
+         FeatureCache* cache, std::unique_ptr<model::KvCachePool> pool);
   void Loop();
-  // One engine iteration; returns false when there was nothing to do.
+  // Sleeps until there is work: running sequences, requests to prefill, a
+  // due vision batch, or stopping. Returns false when stopping.
+  bool WaitForWork();
   void DecodeStep();
+  void RunVisionStage();
+  // Vision encoder (for those without cached features) + Q-Former.
+  absl::Status EncodeImages(const std::vector<RequestPtr>& batch);
   void AdmitWaiting();
-  std::shared_ptr<GenerationRequest> PopAdmissibleLocked(int free_slots);
-  void StartRequest(std::shared_ptr<GenerationRequest> request);
+  void StartRequest(RequestPtr request);
+  // Why a queued request cannot go on (cancelled, past its deadline).
+  static absl::Status Unstartable(const GenerationRequest& request,
+                                  absl::string_view stage);
+  // A queued request left the queue without starting.
+  void DropQueued(GenerationRequest& request, const absl::Status& status);
+  void LeaveQueue();
+  Metrics& RequestMetrics(const GenerationRequest& request) {
+    return request.internal ? unrecorded_ : metrics_;
+  }
   void DropCancelled();
   void Retire(std::list<std::unique_ptr<ActiveRequest>>::iterator it,
               const absl::Status& status);
@@ -99,6 +124,8 @@ class Engine {
   const model::LmTokenizer& tokenizer_;
   const std::vector<int32_t> eos_token_ids_;
   Metrics& metrics_;
+  Metrics unrecorded_;         // per-request metrics of internal requests
+  FeatureCache* const cache_;  // may be null
   const Options options_;
 
   // Engine thread only.
@@ -109,8 +136,7 @@ class Engine {
   std::condition_variable wake_;  // work arrived or stopping
   std::condition_variable idle_;  // a request finished
   // Guarded by mutex_:
-  std::array<std::deque<std::shared_ptr<GenerationRequest>>, kNumPriorities>
-      queues_;
+  Scheduler scheduler_;
   int admitted_ = 0;  // reserved places: being preprocessed or queued
   int running_count_ = 0;
   bool draining_ = false;

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "model/runtime/image_preprocessor.h"
+#include "model/runtime/instructblip_model.h"
 #include "model/runtime/sampler.h"
 
 namespace iblip::server {
@@ -40,6 +41,12 @@ struct GenerationSettings {
   uint64_t seed = 0;
   model::SamplingParams sampling;  // eos_token_ids filled by the engine
 };
+
+// KV cache slots a request holds while it runs: one per beam, or one per
+// returned sequence.
+inline int SlotsNeeded(const GenerationSettings& s) {
+  return s.num_beams > 1 ? s.num_beams : s.num_return_sequences;
+}
 
 // New output of one sequence.
 struct SequenceDelta {
@@ -78,13 +85,24 @@ struct GenerationRequest {
   Priority priority = Priority::kNormal;
   absl::Time arrival;
   absl::Time deadline = absl::InfiniteFuture();
+  // The server's own warm-up: kept out of the per-request metrics, so they
+  // count exactly what clients sent.
+  bool internal = false;
+  // When the engine took it from its queue (the end of queue time).
+  absl::Time scheduled = absl::InfinitePast();
   GenerationSettings settings;
 
   // Filled by preprocessing.
   std::string prompt;
-  model::PixelValues pixels;
-  std::vector<int32_t> prompt_ids;   // LM ids
+  std::string image_hash;           // SHA-256 of the image bytes: the cache key
+  model::PixelValues pixels;        // empty when `vision` came from the cache
+  std::vector<int32_t> prompt_ids;  // LM ids
   std::vector<int32_t> qformer_ids;  // Q-Former ids
+
+  // The image's encodings: from the feature cache when it had them, else
+  // from the engine's vision stage. `image` set means ready for prefill.
+  model::VisionFeatures vision;
+  model::ImageEmbedding image;
 
   // Set by the reactor on client cancel/disconnect; the engine checks it at
   // every decode step and drops the request.

@@ -78,15 +78,26 @@ void InferenceService::Preprocess(std::shared_ptr<GenerationRequest> request,
   };
   if (request->cancelled.load())
     return reject(absl::CancelledError("cancelled by the client"));
-  auto pixels =
-      deps_.image_preprocessor->Process(image_bytes, "images[0].data");
-  if (!pixels.ok()) return reject(pixels.status());
-  request->pixels = std::move(*pixels);
   model::PromptInputs inputs =
       model::AssemblePrompt(*deps_.manifest, *deps_.lm_tokenizer,
                             *deps_.qformer_tokenizer, request->prompt);
   request->prompt_ids = std::move(inputs.prompt_ids);
   request->qformer_ids = std::move(inputs.qformer_input_ids);
+  // Bytes seen before decoded fine then, and their encodings are cached:
+  // skip decoding (and the vision stage) for them.
+  FeatureCache& cache = *deps_.feature_cache;
+  request->image_hash = FeatureCache::ImageHash(image_bytes);
+  if (auto image =
+          cache.FindEmbedding(request->image_hash, request->qformer_ids)) {
+    request->image = std::move(*image);
+  } else if (auto vision = cache.FindVision(request->image_hash)) {
+    request->vision = std::move(*vision);
+  } else {
+    auto pixels =
+        deps_.image_preprocessor->Process(image_bytes, "images[0].data");
+    if (!pixels.ok()) return reject(pixels.status());
+    request->pixels = std::move(*pixels);
+  }
   absl::Status budget = ValidateTokenBudget(request->prompt_ids.size(),
                                             deps_.model_info.num_query_tokens(),
                                             request->settings, deps_.limits);

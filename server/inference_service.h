@@ -10,6 +10,7 @@
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/engine.h"
+#include "server/feature_cache.h"
 #include "server/metrics.h"
 #include "server/request_validator.h"
 #include "server/worker_pool.h"
@@ -30,6 +31,7 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
     const model::ImagePreprocessor* image_preprocessor = nullptr;
     WorkerPool* preprocess_pool = nullptr;
     Metrics* metrics = nullptr;
+    FeatureCache* feature_cache = nullptr;
     ServingLimits limits;
     v1::ModelInfo model_info;
   };

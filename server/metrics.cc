@@ -18,6 +18,17 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
     0.75,  1.0,    1.5,   2.0,  3.0,   5.0,  7.5,   10,  20,   30,  60};
 
+// Powers of two up to 1024: batch sizes.
+const prometheus::Histogram::BucketBoundaries kBatchBuckets = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+// Tokens per request: 1 to 16k, roughly doubling.
+const prometheus::Histogram::BucketBoundaries kTokenBuckets = {
+    1, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+
+const char* CacheLabel(CacheKind kind) {
+  return kind == CacheKind::kVision ? "vision" : "qformer";
+}
+
 std::string ReasonLabel(FinishReason reason) {
   switch (reason) {
     case FinishReason::kStop:
@@ -98,6 +109,67 @@ struct Metrics::Impl {
           .Help("Requests the engine is generating for")
           .Register(*registry)
           .Add({});
+  prometheus::Histogram& vision_time =
+      prometheus::BuildHistogram()
+          .Name("iblip_vision_stage_duration_seconds")
+          .Help("Vision encoder + Q-Former time per batch")
+          .Register(*registry)
+          .Add({}, kLatencyBuckets);
+  prometheus::Histogram& vision_batch =
+      prometheus::BuildHistogram()
+          .Name("iblip_vision_batch_size")
+          .Help("Images per vision-stage batch")
+          .Register(*registry)
+          .Add({}, kBatchBuckets);
+  prometheus::Histogram& prefill_time =
+      prometheus::BuildHistogram()
+          .Name("iblip_prefill_duration_seconds")
+          .Help("Language-model prefill time per request")
+          .Register(*registry)
+          .Add({}, kLatencyBuckets);
+  prometheus::Histogram& decode_batch =
+      prometheus::BuildHistogram()
+          .Name("iblip_decode_batch_size")
+          .Help("Sequences advanced per decode step")
+          .Register(*registry)
+          .Add({}, kBatchBuckets);
+  prometheus::Histogram& request_prompt_tokens =
+      prometheus::BuildHistogram()
+          .Name("iblip_request_prompt_tokens")
+          .Help("Language-model prompt tokens per finished request")
+          .Register(*registry)
+          .Add({}, kTokenBuckets);
+  prometheus::Histogram& request_generated_tokens =
+      prometheus::BuildHistogram()
+          .Name("iblip_request_generated_tokens")
+          .Help("Tokens generated per finished request (all sequences)")
+          .Register(*registry)
+          .Add({}, kTokenBuckets);
+  prometheus::Gauge& kv_used = prometheus::BuildGauge()
+                                   .Name("iblip_kv_cache_slots_used")
+                                   .Help("KV cache sequence slots in use")
+                                   .Register(*registry)
+                                   .Add({});
+  prometheus::Gauge& kv_total = prometheus::BuildGauge()
+                                    .Name("iblip_kv_cache_slots")
+                                    .Help("KV cache sequence slots in the pool")
+                                    .Register(*registry)
+                                    .Add({});
+  prometheus::Family<prometheus::Counter>& cache_hits =
+      prometheus::BuildCounter()
+          .Name("iblip_cache_hits_total")
+          .Help("Feature cache lookups that found an entry, by cache")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& cache_misses =
+      prometheus::BuildCounter()
+          .Name("iblip_cache_misses_total")
+          .Help("Feature cache lookups that found nothing, by cache")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& cache_bytes =
+      prometheus::BuildGauge()
+          .Name("iblip_cache_bytes")
+          .Help("Memory held by a feature cache")
+          .Register(*registry);
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
@@ -131,5 +203,33 @@ void Metrics::AddGeneratedTokens(int n) {
 }
 void Metrics::SetWaiting(int n) { impl_->waiting.Set(n); }
 void Metrics::SetRunning(int n) { impl_->running.Set(n); }
+
+void Metrics::ObserveVisionBatch(int size, absl::Duration d) {
+  impl_->vision_batch.Observe(size);
+  impl_->vision_time.Observe(absl::ToDoubleSeconds(d));
+}
+void Metrics::ObservePrefill(absl::Duration d) {
+  impl_->prefill_time.Observe(absl::ToDoubleSeconds(d));
+}
+void Metrics::ObserveDecodeBatch(int rows) {
+  impl_->decode_batch.Observe(rows);
+}
+void Metrics::SetKvCacheSlots(int used, int total) {
+  impl_->kv_used.Set(used);
+  impl_->kv_total.Set(total);
+}
+void Metrics::ObserveRequestTokens(int prompt_tokens, int generated_tokens) {
+  impl_->request_prompt_tokens.Observe(prompt_tokens);
+  impl_->request_generated_tokens.Observe(generated_tokens);
+}
+void Metrics::CacheLookup(CacheKind kind, bool hit) {
+  (hit ? impl_->cache_hits : impl_->cache_misses)
+      .Add({{"cache", CacheLabel(kind)}})
+      .Increment();
+}
+void Metrics::SetCacheBytes(CacheKind kind, uint64_t bytes) {
+  impl_->cache_bytes.Add({{"cache", CacheLabel(kind)}})
+      .Set(static_cast<double>(bytes));
+}
 
 }  // namespace iblip::server

@@ -12,6 +12,8 @@ class Registry;
 
 namespace iblip::server {
 
+enum class CacheKind { kVision, kQformer };
+
 // The server's Prometheus metrics (iblip_* names; seconds for durations,
 // as Prometheus recommends). Thread-safe: prometheus-cpp metrics are atomic.
 class Metrics {
@@ -35,6 +37,18 @@ class Metrics {
   void AddGeneratedTokens(int n);
   void SetWaiting(int n);
   void SetRunning(int n);
+
+  // Engine stages.
+  void ObserveVisionBatch(int size, absl::Duration d);  // vision + Q-Former
+  void ObservePrefill(absl::Duration d);                // one request
+  void ObserveDecodeBatch(int rows);                    // one decode step
+  void SetKvCacheSlots(int used, int total);
+  // Per finished request.
+  void ObserveRequestTokens(int prompt_tokens, int generated_tokens);
+
+  // Feature caches.
+  void CacheLookup(CacheKind kind, bool hit);
+  void SetCacheBytes(CacheKind kind, uint64_t bytes);
 
  private:
   struct Impl;

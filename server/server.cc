@@ -119,6 +119,7 @@ struct Server::Impl {
   std::unique_ptr<model::WordPieceTokenizer> qformer_tokenizer;
   std::unique_ptr<model::ImagePreprocessor> image_preprocessor;
   std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<FeatureCache> feature_cache;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<WorkerPool> preprocess_pool;
   std::unique_ptr<InferenceService> service;
@@ -135,6 +136,7 @@ struct Server::Impl {
     RETURN_IF_ERROR(engine->Admit());
     auto request = std::make_shared<GenerationRequest>();
     request->request_id = "warmup";
+    request->internal = true;
     request->arrival = absl::Now();
     request->pixels.size = manifest.image.size;
     request->pixels.chw.assign(3ull * manifest.image.size * manifest.image.size,
@@ -198,10 +200,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
       static_cast<int>(limits.max_new_tokens) + 1;
   engine_options.prefill_token_budget =
       static_cast<int>(config.scheduler().prefill_token_budget());
-  ASSIGN_OR_RETURN(
-      impl->engine,
-      Engine::Create(*impl->model, *impl->lm_tokenizer, manifest.eos_token_ids,
-                     *impl->metrics, engine_options));
+  engine_options.vision_max_batch_size =
+      static_cast<int>(config.scheduler().vision_max_batch_size());
+  engine_options.vision_max_queue_delay =
+      absl::Microseconds(config.scheduler().vision_max_queue_delay_us());
+  impl->feature_cache = std::make_unique<FeatureCache>(
+      config.cache().vision_cache_mib() << 20,
+      config.cache().qformer_cache_mib() << 20, *impl->metrics);
+  ASSIGN_OR_RETURN(impl->engine,
+                   Engine::Create(*impl->model, *impl->lm_tokenizer,
+                                  manifest.eos_token_ids, *impl->metrics,
+                                  engine_options, impl->feature_cache.get()));
   impl->engine->Start();
   impl->preprocess_pool = std::make_unique<WorkerPool>(
       static_cast<int>(config.runtime().preprocess_threads()));
@@ -214,6 +223,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   deps.image_preprocessor = impl->image_preprocessor.get();
   deps.preprocess_pool = impl->preprocess_pool.get();
   deps.metrics = impl->metrics.get();
+  deps.feature_cache = impl->feature_cache.get();
   deps.limits = limits;
   deps.model_info = BuildModelInfo(manifest, limits, impl->model->device());
   impl->service = std::make_unique<InferenceService>(std::move(deps));

@@ -11,12 +11,30 @@
 
 namespace iblip::model {
 
+namespace {
+uint64_t TensorBytes(const torch::Tensor& t) {
+  return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
+}
+}  // namespace
+
+struct VisionFeatures::Impl {
+  torch::Tensor image_embeds;  // [1+P, Hv] float32
+};
+
+uint64_t VisionFeatures::bytes() const {
+  return impl_ ? TensorBytes(impl_->image_embeds) : 0;
+}
+
 struct ImageEmbedding::Impl {
   torch::Tensor soft_prompt;  // [Q, H] float32
 };
 
 int ImageEmbedding::num_positions() const {
   return impl_ ? static_cast<int>(impl_->soft_prompt.size(0)) : 0;
+}
+
+uint64_t ImageEmbedding::bytes() const {
+  return impl_ ? TensorBytes(impl_->soft_prompt) : 0;
 }
 
 struct SequenceState::Impl {
@@ -67,7 +85,7 @@ uint64_t KvCachePool::bytes() const {
   for (const torch::Tensor* t :
        {&impl_->keys, &impl_->values, &impl_->cross_keys, &impl_->cross_values,
         &impl_->encoder_mask}) {
-    if (t->defined()) total += t->numel() * t->element_size();
+    total += TensorBytes(*t);
   }
   return total;
 }
@@ -218,25 +236,100 @@ absl::StatusOr<ImageEmbedding> InstructBlipModel::EncodeImage(
     return absl::InvalidArgumentError(
         "EncodeImage: qformer_mask and qformer_ids differ in length");
   }
+  auto features = EncodeVision({&pixels});
+  if (!features.ok()) return features.status();
+  if (qformer_mask.empty()) {
+    auto embeddings = QueryImages(*features, {qformer_ids});
+    if (!embeddings.ok()) return embeddings.status();
+    return std::move(embeddings->front());
+  }
   c10::InferenceMode inference;
   try {
-    torch::Tensor image =
-        torch::from_blob(const_cast<float*>(pixels.chw.data()),
-                         {1, 3, pixels.size, pixels.size}, torch::kFloat)
-            .to(impl_->device);
-    torch::Tensor image_embeds = impl_->vision.forward({image}).toTensor();
-    torch::Tensor ids = impl_->Ids(qformer_ids);
-    torch::Tensor mask =
-        qformer_mask.empty() ? torch::ones_like(ids) : impl_->Ids(qformer_mask);
     torch::Tensor soft_prompt =
-        impl_->qformer.forward({image_embeds, ids, mask}).toTensor();
+        impl_->qformer
+            .forward({features->front().impl_->image_embeds.unsqueeze(0),
+                      impl_->Ids(qformer_ids), impl_->Ids(qformer_mask)})
+            .toTensor();
     auto impl = std::make_shared<ImageEmbedding::Impl>();
     impl->soft_prompt = soft_prompt.squeeze(0).contiguous();
     ImageEmbedding embedding;
     embedding.impl_ = std::move(impl);
     return embedding;
   } catch (const std::exception& e) {
+    return TorchError("Q-Former failed", e);
+  }
+}
+
+absl::StatusOr<std::vector<VisionFeatures>> InstructBlipModel::EncodeVision(
+    const std::vector<const PixelValues*>& images) {
+  if (images.empty()) return std::vector<VisionFeatures>();
+  c10::InferenceMode inference;
+  try {
+    std::vector<torch::Tensor> rows;
+    for (const PixelValues* pixels : images) {
+      rows.push_back(torch::from_blob(const_cast<float*>(pixels->chw.data()),
+                                      {3, pixels->size, pixels->size},
+                                      torch::kFloat));
+    }
+    torch::Tensor embeds =
+        impl_->vision.forward({torch::stack(rows).to(impl_->device)})
+            .toTensor();
+    std::vector<VisionFeatures> result(images.size());
+    for (size_t i = 0; i < images.size(); ++i) {
+      auto impl = std::make_shared<VisionFeatures::Impl>();
+      impl->image_embeds =
+          embeds[i].clone();  // own its memory, not the batch's
+      result[i].impl_ = std::move(impl);
+    }
+    return result;
+  } catch (const std::exception& e) {
     return TorchError("vision encoder failed", e);
+  }
+}
+
+absl::StatusOr<std::vector<ImageEmbedding>> InstructBlipModel::QueryImages(
+    const std::vector<VisionFeatures>& features,
+    const std::vector<std::vector<int32_t>>& qformer_ids) {
+  if (features.size() != qformer_ids.size()) {
+    return absl::InvalidArgumentError(
+        "QueryImages: features and qformer_ids differ in count");
+  }
+  if (features.empty()) return std::vector<ImageEmbedding>();
+  size_t width = 0;
+  for (size_t i = 0; i < features.size(); ++i) {
+    if (features[i].empty())
+      return absl::InvalidArgumentError("QueryImages: empty vision features");
+    width = std::max(width, qformer_ids[i].size());
+  }
+  c10::InferenceMode inference;
+  try {
+    const int64_t batch = static_cast<int64_t>(features.size());
+    torch::Tensor ids =
+        torch::zeros({batch, static_cast<int64_t>(width)}, torch::kLong);
+    torch::Tensor mask = torch::zeros_like(ids);
+    std::vector<torch::Tensor> embeds;
+    for (int64_t i = 0; i < batch; ++i) {
+      const auto& row = qformer_ids[i];
+      for (size_t j = 0; j < row.size(); ++j) {
+        ids[i][j] = static_cast<int64_t>(row[j]);
+        mask[i][j] = 1;
+      }
+      embeds.push_back(features[i].impl_->image_embeds);
+    }
+    torch::Tensor soft_prompts =
+        impl_->qformer
+            .forward({torch::stack(embeds), ids.to(impl_->device),
+                      mask.to(impl_->device)})
+            .toTensor();
+    std::vector<ImageEmbedding> result(features.size());
+    for (int64_t i = 0; i < batch; ++i) {
+      auto impl = std::make_shared<ImageEmbedding::Impl>();
+      impl->soft_prompt = soft_prompts[i].contiguous().clone();
+      result[i].impl_ = std::move(impl);
+    }
+    return result;
+  } catch (const std::exception& e) {
+    return TorchError("Q-Former failed", e);
   }
 }
 

@@ -15,6 +15,22 @@
 
 namespace iblip::model {
 
+// The vision encoder's output for one image, [1+patches, vision_hidden] on
+// the model's device: what the server caches by image content, so asking
+// another question about the same image skips the vision encoder. Opaque,
+// immutable, cheap to copy (shared).
+class VisionFeatures {
+ public:
+  VisionFeatures() = default;
+  bool empty() const { return impl_ == nullptr; }
+  uint64_t bytes() const;  // memory held
+
+ private:
+  friend class InstructBlipModel;
+  struct Impl;
+  std::shared_ptr<const Impl> impl_;
+};
+
 // The soft prompt of one image: the projected Q-Former query outputs,
 // [num_query_tokens, lm_hidden] on the model's device. Opaque, immutable,
 // cheap to copy (shared).
@@ -23,6 +39,7 @@ class ImageEmbedding {
   ImageEmbedding() = default;
   int num_positions() const;
   bool empty() const { return impl_ == nullptr; }
+  uint64_t bytes() const;  // memory held
 
  private:
   friend class InstructBlipModel;
@@ -102,6 +119,18 @@ class InstructBlipModel {
   absl::StatusOr<ImageEmbedding> EncodeImage(
       const PixelValues& pixels, const std::vector<int32_t>& qformer_ids,
       const std::vector<int32_t>& qformer_mask = {});
+
+  // The two halves of EncodeImage, batched for the server's vision stage.
+  // One vision encoder pass over several images (all of the package's size).
+  absl::StatusOr<std::vector<VisionFeatures>> EncodeVision(
+      const std::vector<const PixelValues*>& images);
+  // One Q-Former pass over several (image, instruction) pairs. Instructions
+  // of different lengths are right-padded and masked: text positions start
+  // at 0 in every row, so each row equals its unbatched result up to float
+  // rounding.
+  absl::StatusOr<std::vector<ImageEmbedding>> QueryImages(
+      const std::vector<VisionFeatures>& features,
+      const std::vector<std::vector<int32_t>>& qformer_ids);
 
   // Runs the prompt ([soft prompt; prompt embeddings]) and returns the logits
   // [vocab] of the first generated token; `state` receives the caches.

@@ -70,3 +70,17 @@ def png_bytes(width=64, height=48, color=(200, 30, 30)):
 
 def run_client(*args, timeout=60, binary=False):
     return subprocess.run([CLIENT_BIN, *args], capture_output=True, text=not binary, timeout=timeout)
+
+
+def scrape_metrics(server):
+    """{(name, ((label, value), ...)): value} from /metrics, parsed by the
+    Prometheus client library (so a malformed exposition fails the test)."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples

@@ -3,6 +3,7 @@
 #include "server/engine.h"
 
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
 
 #include <condition_variable>
 #include <filesystem>
@@ -144,6 +145,106 @@ TEST_F(EngineTest, GreedyIsDeterministicAndReportsUsage) {
   } else {
     EXPECT_TRUE(a->Tokens().back() == 1 || a->Tokens().back() == 2);
   }
+}
+
+// The sample count of a histogram, or the value of a counter (with
+// `label`="cache" matching `cache` when given), from the registry.
+double MetricValue(Metrics& metrics, const std::string& name,
+                   const std::string& cache = "") {
+  for (const auto& family : metrics.registry()->Collect()) {
+    if (family.name != name) continue;
+    for (const auto& metric : family.metric) {
+      if (!cache.empty() &&
+          (metric.label.empty() || metric.label[0].value != cache)) {
+        continue;
+      }
+      if (family.type == prometheus::MetricType::Histogram)
+        return static_cast<double>(metric.histogram.sample_count);
+      return metric.counter.value;
+    }
+  }
+  return 0;
+}
+
+TEST_F(EngineTest, CachedImagesSkipTheVisionStageAndAnswerTheSame) {
+  Metrics metrics;
+  FeatureCache cache(64 << 20, 64 << 20, metrics);
+  Engine::Options options;
+  options.max_running_sequences = 4;
+  options.kv_cache_bytes = 64ull << 20;
+  auto created = Engine::Create(
+      *SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
+      SharedTinyModel().manifest.eos_token_ids, metrics, options, &cache);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  engine.Start();
+
+  auto first = TinyRequest("what is in the picture", 8);
+  first->image_hash = "image-1";
+  const std::vector<int32_t> qformer_ids = first->qformer_ids;
+  auto miss = Submit(engine, first);
+  miss->Wait();
+  ASSERT_TRUE(miss->status.ok()) << miss->status;
+  EXPECT_EQ(MetricValue(metrics, "iblip_vision_batch_size"), 1);
+
+  // What the preprocessing pool does for a repeated image and question.
+  auto again = TinyRequest("what is in the picture", 8);
+  again->image_hash = "image-1";
+  auto embedding = cache.FindEmbedding("image-1", qformer_ids);
+  ASSERT_TRUE(embedding.has_value());
+  again->image = *embedding;
+  again->pixels = model::PixelValues();
+  auto hit = Submit(engine, again);
+  hit->Wait();
+  ASSERT_TRUE(hit->status.ok()) << hit->status;
+  EXPECT_EQ(hit->Tokens(), miss->Tokens());
+  EXPECT_EQ(MetricValue(metrics, "iblip_vision_batch_size"), 1);
+
+  // Another question on the image: the Q-Former runs, the vision encoder
+  // does not (no pixels at all).
+  auto follow_up = TinyRequest("describe", 8);
+  follow_up->image_hash = "image-1";
+  EXPECT_FALSE(cache.FindEmbedding("image-1", follow_up->qformer_ids));
+  auto vision = cache.FindVision("image-1");
+  ASSERT_TRUE(vision.has_value());
+  follow_up->vision = *vision;
+  follow_up->pixels = model::PixelValues();
+  auto follow_up_sink = Submit(engine, follow_up);
+  follow_up_sink->Wait();
+  ASSERT_TRUE(follow_up_sink->status.ok()) << follow_up_sink->status;
+  EXPECT_EQ(follow_up_sink->Tokens(),
+            Run(TinyRequest("describe", 8))->Tokens());
+  EXPECT_EQ(MetricValue(metrics, "iblip_cache_hits_total", "qformer"), 1);
+  EXPECT_EQ(MetricValue(metrics, "iblip_cache_misses_total", "qformer"), 1);
+  EXPECT_EQ(MetricValue(metrics, "iblip_cache_hits_total", "vision"), 1);
+}
+
+TEST_F(EngineTest, TheVisionBatcherGroupsRequestsThatArriveTogether) {
+  Metrics metrics;
+  Engine::Options options;
+  options.max_running_sequences = 8;
+  options.kv_cache_bytes = 64ull << 20;
+  options.vision_max_batch_size = 4;
+  options.vision_max_queue_delay = absl::Seconds(30);  // only a full batch runs
+  auto created = Engine::Create(
+      *SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
+      SharedTinyModel().manifest.eos_token_ids, metrics, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  (*created)->Start();
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  std::vector<std::string> prompts = {"describe", "what is in the picture",
+                                      "a red circle", "count the shapes"};
+  for (size_t i = 0; i < prompts.size(); ++i)
+    sinks.push_back(Submit(**created, TinyRequest(prompts[i], 6, 0.1f * i)));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    sinks[i]->Wait();
+    ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
+    // Same tokens as the request run alone on the default engine.
+    EXPECT_EQ(sinks[i]->Tokens(),
+              Run(TinyRequest(prompts[i], 6, 0.1f * i))->Tokens())
+        << prompts[i];
+  }
+  EXPECT_EQ(MetricValue(metrics, "iblip_vision_batch_size"), 1);  // one batch
 }
 
 TEST_F(EngineTest, GreedyTokensDoNotDependOnTheBatch) {

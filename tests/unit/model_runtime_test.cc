@@ -2,6 +2,8 @@
 // the Python outputs recorded when the tiny package was built.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -117,6 +119,48 @@ TEST(InstructBlipModelTest, OutOfVocabularyIdIsAnErrorNotACrash) {
   // The failed prefill left the slot empty: decoding it is refused, not run.
   EXPECT_EQ(tiny.model->DecodeBatch(**pool, {slot}, {5}).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// The server's vision stage batches images and right-pads Q-Former inputs;
+// every row must match the unbatched path (up to float rounding).
+TEST(InstructBlipModelTest, BatchedVisionStageMatchesOneImageAtATime) {
+  auto& tiny = SharedTinyModel();
+  std::vector<PixelValues> images(2);
+  for (size_t i = 0; i < images.size(); ++i) {
+    images[i].size = tiny.manifest.image.size;
+    images[i].chw.resize(3ull * images[i].size * images[i].size);
+    for (size_t j = 0; j < images[i].chw.size(); ++j)
+      images[i].chw[j] = 0.01f * static_cast<float>((j * (i + 3)) % 97) - 0.4f;
+  }
+  const std::vector<std::vector<int32_t>> qformer_ids = {
+      tiny.qformer_tokenizer->Encode("what is in the picture"),
+      tiny.qformer_tokenizer->Encode("")};
+  ASSERT_GT(qformer_ids[0].size(), qformer_ids[1].size());
+  auto features = tiny.model->EncodeVision({&images[0], &images[1]});
+  ASSERT_TRUE(features.ok()) << features.status();
+  ASSERT_EQ(features->size(), 2u);
+  EXPECT_GT((*features)[0].bytes(), 0u);
+  auto batched = tiny.model->QueryImages(*features, qformer_ids);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+
+  const std::vector<int32_t> prompt = tiny.lm_tokenizer->EncodePrompt("hi");
+  for (size_t i = 0; i < images.size(); ++i) {
+    auto single = tiny.model->EncodeImage(images[i], qformer_ids[i]);
+    ASSERT_TRUE(single.ok()) << single.status();
+    SequenceState a, b;
+    auto expected = tiny.model->Prefill(*single, prompt, &a);
+    auto actual = tiny.model->Prefill((*batched)[i], prompt, &b);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    ASSERT_TRUE(actual.ok()) << actual.status();
+    ASSERT_EQ(expected->size(), actual->size());
+    float max_diff = 0;
+    for (size_t v = 0; v < expected->size(); ++v)
+      max_diff = std::max(max_diff, std::abs((*expected)[v] - (*actual)[v]));
+    EXPECT_LT(max_diff, 1e-4) << "row " << i;
+  }
+  EXPECT_EQ(
+      tiny.model->QueryImages(*features, {qformer_ids[0]}).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
