@@ -426,9 +426,15 @@ void Engine::Complete(GenerationRequest& request, const absl::Status& status,
   metrics.ObserveRequestDuration(absl::Now() - request.arrival);
   if (usage.prompt_tokens > 0)  // it started
     metrics.ObserveRequestTokens(usage.prompt_tokens, usage.generated_tokens);
-  if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
-    spdlog::info("request {} ended: {}", request.request_id, status.ToString());
-  }
+  // One access-log line per request, with its id for tracing.
+  spdlog::info(
+      "request {} {}: prompt_tokens={} generated_tokens={} queue_ms={:.1f} "
+      "ttft_ms={:.1f} total_ms={:.1f}",
+      request.request_id, status.ok() ? "ok" : status.ToString(),
+      usage.prompt_tokens, usage.generated_tokens,
+      absl::ToDoubleMilliseconds(usage.queue_time),
+      absl::ToDoubleMilliseconds(usage.time_to_first_token),
+      absl::ToDoubleMilliseconds(absl::Now() - request.arrival));
   request.sink->OnComplete(status, usage);
 }
 

@@ -1,44 +1,87 @@
-// iblip-server --model PACKAGE_DIR [--config FILE] [--port N] [--metrics-port
-// N]
-//              [--host ADDRESS] [--threads N]
+// iblip-server --model PACKAGE_DIR [--config FILE.yaml] [--OPTION VALUE]...
 //
-// Flags override the config file. Prints one line to stdout once it is
-// ready ("iblip-server ready grpc=HOST:PORT metrics=HOST:PORT"); logs go to
+// Every configuration option is also a flag (--help lists them); flags
+// override the config file. Prints one line to stdout once it is ready
+// ("iblip-server ready grpc=HOST:PORT metrics=HOST:PORT"); logs go to
 // stderr. SIGTERM/SIGINT drain gracefully, then exit 0. Exit 1 when the
 // server cannot start, 2 on a bad command line.
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <set>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/command_line.h"
 #include "config/config_loader.h"
+#include "config/config_options.h"
+#include "server/logging.h"
 #include "server/server.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace {
 
-constexpr char kUsage[] = R"(usage: iblip-server --model PACKAGE_DIR [flags]
+using iblip::config::AllConfigOptions;
+using iblip::config::ConfigOption;
 
-  --model DIR         model package (made by model/export); required
-  --config FILE       server config (text-format iblip.config.ServerConfig,
-                      see config/server.pbtxt); flags below override it
-  --host ADDRESS      address to bind (default 0.0.0.0)
-  --port N            gRPC port, 0 = any free port (default 50051)
-  --metrics-port N    Prometheus /metrics port, 0 = any free port (default 9090)
-  --threads N         torch intra-op threads, 0 = all CPUs (default 0)
+// --threads predates the generated flags; kept as an alias.
+constexpr char kThreadsAlias[] = "threads";
+
+std::string Usage() {
+  std::string usage =
+      R"(usage: iblip-server --model PACKAGE_DIR [--config FILE.yaml] [options]
+
+  --model DIR     model package (made by model/export); required
+  --config FILE   YAML server config (config/server.yaml documents every
+                  option); the flags below override it
+  --threads N     alias of --runtime.num-threads
+
+options (default in brackets):
 )";
+  for (const ConfigOption& option : AllConfigOptions()) {
+    usage += absl::StrFormat(
+        "  --%-34s %s [%s]\n", option.flag + " " + option.type, option.doc,
+        option.default_value.empty() ? "depends on the model"
+                                     : option.default_value);
+  }
+  return usage;
+}
 
 int UsageError(const std::string& message) {
-  std::cerr << "iblip-server: " << message << "\n\n" << kUsage;
+  std::cerr << "iblip-server: " << message
+            << "\n(iblip-server --help lists the flags)\n";
   return 2;
 }
 
 int StartupError(const std::string& message) {
   spdlog::error("{}", message);
   return 1;
+}
+
+// The config file, then the flags over it, then the defaults.
+absl::StatusOr<iblip::config::ServerConfig> ResolveConfig(
+    const iblip::CommandLine& line) {
+  iblip::config::ServerConfig config;
+  if (auto path = line.Get("config")) {
+    auto loaded = iblip::config::LoadServerConfig(*path);
+    if (!loaded.ok()) return loaded.status();
+    config = std::move(*loaded);
+  }
+  if (auto threads = line.Get(kThreadsAlias)) {
+    absl::Status status = iblip::config::SetOption(
+        config, *iblip::config::FindOptionByPath("runtime.num_threads"),
+        *threads, "--threads");
+    if (!status.ok()) return status;
+  }
+  for (const ConfigOption& option : AllConfigOptions()) {
+    if (auto value = line.Get(option.flag)) {
+      absl::Status status =
+          iblip::config::SetOption(config, option, *value, "--" + option.flag);
+      if (!status.ok()) return status;
+    }
+  }
+  return iblip::config::WithDefaults(std::move(config));
 }
 
 }  // namespace
@@ -48,20 +91,19 @@ int main(int argc, char** argv) {
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
   const iblip::CommandLine& line = *parsed;
   if (line.Has("help")) {
-    std::cout << kUsage;
+    std::cout << Usage();
     return 0;
   }
   if (!line.command().empty())
     return UsageError("unexpected argument '" + line.command() + "'");
-  if (auto unknown = line.Unknown({"model", "config", "host", "port",
-                                   "metrics-port", "threads", "help"});
-      !unknown.empty()) {
+  std::set<std::string> known = {"model", "config", "help", kThreadsAlias};
+  for (const ConfigOption& option : AllConfigOptions())
+    known.insert(option.flag);
+  if (auto unknown = line.Unknown(known); !unknown.empty())
     return UsageError("unknown flag --" + absl::StrJoin(unknown, ", --"));
-  }
   const std::string model_dir = line.Get("model").value_or("");
   if (model_dir.empty()) return UsageError("--model PACKAGE_DIR is required");
 
-  spdlog::set_default_logger(spdlog::stderr_color_mt("iblip"));
   // Block the shutdown signals in every thread; main waits for them below.
   sigset_t signals;
   sigemptyset(&signals);
@@ -69,29 +111,18 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  iblip::config::ServerConfig config;
-  if (auto path = line.Get("config")) {
-    auto loaded = iblip::config::LoadServerConfig(*path);
-    if (!loaded.ok())
-      return StartupError(std::string(loaded.status().message()));
-    config = std::move(*loaded);
-  }
-  if (auto host = line.Get("host")) config.set_host(*host);
-  for (const char* flag : {"port", "metrics-port", "threads"}) {
-    auto value = line.GetInt(flag);
-    if (!value.ok()) return UsageError(std::string(value.status().message()));
-    if (!value->has_value()) continue;
-    if (**value < 0)
-      return UsageError(std::string("--") + flag + " must be >= 0");
-    const auto v = static_cast<uint32_t>(**value);
-    if (std::string(flag) == "port") config.set_port(v);
-    if (std::string(flag) == "metrics-port") config.set_metrics_port(v);
-    if (std::string(flag) == "threads")
-      config.mutable_runtime()->set_num_threads(v);
-  }
-  auto resolved = iblip::config::WithDefaults(std::move(config));
+  auto resolved = ResolveConfig(line);
   if (!resolved.ok())
-    return StartupError(std::string(resolved.status().message()));
+    return UsageError(std::string(resolved.status().message()));
+  if (absl::Status logging = iblip::server::ConfigureLogging(
+          resolved->logging().level(), resolved->logging().format());
+      !logging.ok()) {
+    return UsageError(std::string(logging.message()));
+  }
+  for (const ConfigOption& option : AllConfigOptions()) {
+    spdlog::debug("config {} = {}", option.path,
+                  iblip::config::OptionValue(*resolved, option));
+  }
 
   spdlog::info("loading model package {}", model_dir);
   auto server = iblip::server::Server::Create({model_dir, *resolved});

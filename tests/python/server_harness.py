@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+REPO_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 BUILD_DIR = os.environ.get("IBLIP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 PACKAGE_DIR = os.environ.get("IBLIP_TINY_PACKAGE_DIR", os.path.join(BUILD_DIR, "tiny-package"))
 SERVER_BIN = os.path.join(BUILD_DIR, "server", "iblip-server")

@@ -3,9 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
+
+#include "config/config_options.h"
 
 namespace iblip::config {
 namespace {
+
+const std::string kShippedConfig =
+    std::string(IBLIP_SOURCE_DIR) + "/config/server.yaml";
 
 TEST(ConfigLoaderTest, EmptyConfigGetsEveryDefault) {
   auto config = WithDefaults(ServerConfig());
@@ -16,28 +22,53 @@ TEST(ConfigLoaderTest, EmptyConfigGetsEveryDefault) {
   EXPECT_TRUE(config->metrics_enabled());
   EXPECT_EQ(config->runtime().device(), "cpu");
   EXPECT_EQ(config->limits().default_max_new_tokens(), 64u);
+  EXPECT_EQ(config->limits().max_request_bytes(), (20u << 20) + (1u << 20));
+  EXPECT_FALSE(config->limits().has_max_prompt_tokens());  // model-dependent
   EXPECT_EQ(config->scheduler().max_queue_size(), 256u);
+  EXPECT_EQ(config->cache().vision_cache_mib(), 256u);
+  EXPECT_EQ(config->logging().format(), "text");
+  EXPECT_TRUE(ParseServerConfig("").ok());
 }
 
-TEST(ConfigLoaderTest, ParsesTextFormatAndKeepsSetValues) {
+TEST(ConfigLoaderTest, ParsesYamlAndKeepsSetValues) {
   auto parsed = ParseServerConfig(R"(
-      port: 7000
-      runtime { num_threads: 2 }
-      limits { max_new_tokens: 100 default_max_new_tokens: 10 })");
+port: 7000
+metrics_enabled: false
+runtime:
+  num_threads: 2
+limits: {max_new_tokens: 100, default_max_new_tokens: 10}
+logging:
+  format: json
+)");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   auto config = WithDefaults(*parsed);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->port(), 7000u);
+  EXPECT_FALSE(config->metrics_enabled());
   EXPECT_EQ(config->runtime().num_threads(), 2u);
   EXPECT_EQ(config->limits().max_new_tokens(), 100u);
+  EXPECT_EQ(config->logging().format(), "json");
 }
 
-TEST(ConfigLoaderTest, UnknownFieldIsAnErrorWithItsLine) {
-  auto parsed = ParseServerConfig("port: 1\nprot: 2\n");
-  ASSERT_FALSE(parsed.ok());
+void ExpectError(const std::string& yaml, const std::string& needle) {
+  auto parsed = ParseServerConfig(yaml, "server.yaml");
+  ASSERT_FALSE(parsed.ok()) << yaml;
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(parsed.status().message().find("line 2"), std::string::npos)
+  EXPECT_NE(parsed.status().message().find(needle), std::string::npos)
       << parsed.status();
+}
+
+TEST(ConfigLoaderTest, MistakesNameTheLineAndTheOption) {
+  ExpectError("port: 1\nprot: 2\n", "server.yaml:2: unknown option 'prot'");
+  ExpectError("scheduler:\n  max_queue: 3\n",
+              "unknown option 'scheduler.max_queue'");
+  ExpectError("port: many\n", "server.yaml:1: port must be uint32, got 'many'");
+  ExpectError("port: -1\n", "port must be uint32");
+  ExpectError("metrics_enabled: perhaps\n", "metrics_enabled must be bool");
+  ExpectError("runtime: 3\n", "runtime must be a mapping");
+  ExpectError("port: [1, 2]\n", "port must be a single uint32 value");
+  ExpectError("port: {\n", "server.yaml:");  // not YAML at all
+  ExpectError("- port\n", "top level must be a mapping");
 }
 
 TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
@@ -52,18 +83,54 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
   ServerConfig bad_port;
   bad_port.set_port(70000);
   EXPECT_FALSE(WithDefaults(bad_port).ok());
+  ServerConfig bad_format;
+  bad_format.mutable_logging()->set_format("xml");
+  EXPECT_NE(WithDefaults(bad_format).status().message().find("logging.format"),
+            std::string::npos);
 }
 
 TEST(ConfigLoaderTest, MissingFileIsNotFound) {
-  EXPECT_EQ(LoadServerConfig("/nonexistent/server.pbtxt").status().code(),
+  EXPECT_EQ(LoadServerConfig("/nonexistent/server.yaml").status().code(),
             absl::StatusCode::kNotFound);
 }
 
-TEST(ConfigLoaderTest, ShippedExampleConfigIsValid) {
-  auto config =
-      LoadServerConfig(std::string(IBLIP_SOURCE_DIR) + "/config/server.pbtxt");
+TEST(ConfigOptionsTest, EveryOptionHasDocsAFlagAndADefaultThatParses) {
+  ASSERT_GT(AllConfigOptions().size(), 25u);
+  for (const ConfigOption& option : AllConfigOptions()) {
+    EXPECT_FALSE(option.doc.empty()) << option.path;
+    EXPECT_EQ(FindOptionByFlag(option.flag), &option);
+    EXPECT_EQ(option.flag.find('_'), std::string::npos) << option.flag;
+    if (option.default_value.empty()) continue;
+    ServerConfig config;
+    EXPECT_TRUE(SetOption(config, option, option.default_value, "d").ok())
+        << option.path;
+    EXPECT_EQ(OptionValue(config, option), option.default_value);
+  }
+  EXPECT_EQ(FindOptionByFlag("scheduler.max-queue-size")->path,
+            "scheduler.max_queue_size");
+}
+
+// config/server.yaml is the documentation: it must set every option to its
+// real default (or mention the model-dependent ones), and parse.
+TEST(ConfigOptionsTest, ShippedConfigDocumentsEveryOptionWithItsDefault) {
+  auto config = LoadServerConfig(kShippedConfig);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(WithDefaults(*config).ok());
+  std::ifstream file(kShippedConfig);
+  std::stringstream text;
+  text << file.rdbuf();
+  for (const ConfigOption& option : AllConfigOptions()) {
+    if (option.default_value.empty()) {
+      const std::string key = option.path.substr(option.path.rfind('.') + 1);
+      EXPECT_NE(text.str().find("# " + key + ":"), std::string::npos)
+          << option.path << " is not documented in config/server.yaml";
+      continue;
+    }
+    EXPECT_TRUE(IsOptionSet(*config, option))
+        << option.path << " is missing from config/server.yaml";
+    EXPECT_EQ(OptionValue(*config, option), option.default_value)
+        << option.path;
+  }
 }
 
 }  // namespace
