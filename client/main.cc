@@ -1,14 +1,16 @@
 // iblip-client: the command-line client of the iblip.v1 API.
 //
-//   iblip-client generate --server HOST:PORT --image FILE --prompt TEXT
-//   [options] [--json] iblip-client info     --server HOST:PORT iblip-client
-//   tokenize --server HOST:PORT --text TEXT iblip-client health   --server
-//   HOST:PORT [--service NAME]
+//   iblip-client generate --server HOST:PORT --image FILE --prompt TEXT [...]
+//   iblip-client chat     --server HOST:PORT --image FILE [...]  (stdin turns)
+//   iblip-client info     --server HOST:PORT
+//   iblip-client tokenize --server HOST:PORT --text TEXT
+//   iblip-client health   --server HOST:PORT [--service NAME]
 //
 // Exit status: 0 success, 1 the server returned an error (code and message on
 // stderr), 2 bad command line, 3 the server is unreachable.
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -17,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/channel_credentials.h"
 #include "client/generation_result.h"
 #include "client/request_builder.h"
 #include "common/command_line.h"
@@ -47,11 +50,18 @@ commands:
             [--request-id ID] [--unary] [--json]
             Streams the answer to stdout. --json prints only one JSON object when
             the request ends: token_ids, text, finish_reason, usage.
+  chat      --image FILE [generate's flags]
+            Interactive questions about one image: one line of stdin per turn
+            (empty line or /quit ends). Each turn is a new request on the same
+            image (the server's cache makes later turns fast); after each answer,
+            stderr shows the time to first token and tok/s.
   info      Prints the model's description (JSON).
   tokenize  --text TEXT   Prints LM and Q-Former token ids (JSON).
   health    [--service NAME]   Prints SERVING / NOT_SERVING (exit 1 unless SERVING).
 
-common flags: --server HOST:PORT (default localhost:50051), --timeout SECONDS
+common flags: --server HOST:PORT (default localhost:50051), --timeout SECONDS,
+  TLS: --tls (system roots), --tls-ca FILE, --tls-cert FILE --tls-key FILE
+  (mutual TLS), --tls-server-name NAME (override the name checked)
 )";
 
 const char* CodeName(grpc::StatusCode code) {
@@ -109,49 +119,33 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
-int Generate(const CommandLine& line,
-             const std::shared_ptr<grpc::Channel>& channel,
-             const std::string& server, double timeout_s) {
-  auto request = BuildGenerateRequest(line);
-  if (!request.ok()) return UsageError(std::string(request.status().message()));
-  const bool json = line.Has("json");
-  auto stub = v1::InstructBlipService::NewStub(channel);
+// Runs one request, streaming sequence 0's text to stdout when `echo`.
+grpc::Status RunRequest(v1::InstructBlipService::Stub& stub,
+                        const CommandLine& line, double timeout_s,
+                        const v1::GenerateRequest& request, bool unary,
+                        bool echo, GenerationResult& result) {
   grpc::ClientContext context;
   SetDeadline(line, context, timeout_s);
-
-  GenerationResult result;
-  grpc::Status status;
-  if (line.Has("unary")) {
+  if (unary) {
     v1::GenerateUnaryResponse response;
-    status = stub->GenerateUnary(&context, *request, &response);
+    grpc::Status status = stub.GenerateUnary(&context, request, &response);
     result = GenerationResult::FromUnary(response);
-    if (status.ok() && !json && result.sequences().count(0)) {
+    if (status.ok() && echo && result.sequences().count(0))
       std::cout << result.sequences().at(0).text;
-    }
-  } else {
-    auto reader = stub->Generate(&context, *request);
-    v1::GenerateResponse message;
-    while (reader->Read(&message)) {
-      result.Add(message);
-      if (!json && message.index() == 0 && !message.text().empty()) {
-        std::cout << message.text() << std::flush;
-      }
-    }
-    status = reader->Finish();
+    return status;
   }
-  if (!status.ok()) {
-    if (!json) std::cout << "\n";
-    return RpcError(status, server);
+  auto reader = stub.Generate(&context, request);
+  v1::GenerateResponse message;
+  while (reader->Read(&message)) {
+    result.Add(message);
+    if (echo && message.index() == 0 && !message.text().empty())
+      std::cout << message.text() << std::flush;
   }
-  if (json) {
-    std::cout << result.ToJson() << "\n";
-    return 0;
-  }
-  std::cout << "\n";
-  for (const auto& [index, sequence] : result.sequences()) {
-    if (index == 0) continue;
-    std::cout << "[sequence " << index << "] " << sequence.text << "\n";
-  }
+  return reader->Finish();
+}
+
+// "[12 tokens, stop, time to first token 35 ms, 80.2 tok/s]" on stderr.
+void PrintTurnStats(const GenerationResult& result) {
   const v1::Usage& usage = result.usage();
   const double decode_s =
       (usage.total_time_us() - usage.time_to_first_token_us()) / 1e6;
@@ -166,7 +160,65 @@ int Generate(const CommandLine& line,
                "[%u tokens, %s, time to first token %.0f ms, %.1f tok/s]\n",
                usage.generated_tokens(), reason.c_str(),
                usage.time_to_first_token_us() / 1e3, tok_per_s);
+}
+
+int Generate(const CommandLine& line,
+             const std::shared_ptr<grpc::Channel>& channel,
+             const std::string& server, double timeout_s) {
+  auto request = BuildGenerateRequest(line);
+  if (!request.ok()) return UsageError(std::string(request.status().message()));
+  const bool json = line.Has("json");
+  auto stub = v1::InstructBlipService::NewStub(channel);
+  GenerationResult result;
+  grpc::Status status = RunRequest(*stub, line, timeout_s, *request,
+                                   line.Has("unary"), !json, result);
+  if (!status.ok()) {
+    if (!json) std::cout << "\n";
+    return RpcError(status, server);
+  }
+  if (json) {
+    std::cout << result.ToJson() << "\n";
+    return 0;
+  }
+  std::cout << "\n";
+  for (const auto& [index, sequence] : result.sequences()) {
+    if (index == 0) continue;
+    std::cout << "[sequence " << index << "] " << sequence.text << "\n";
+  }
+  PrintTurnStats(result);
   return 0;
+}
+
+int Chat(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
+         const std::string& server, double timeout_s) {
+  if (line.Has("prompt"))
+    return UsageError("chat reads its prompts from stdin, not --prompt");
+  auto request = BuildGenerateRequest(line);
+  if (!request.ok()) return UsageError(std::string(request.status().message()));
+  auto stub = v1::InstructBlipService::NewStub(channel);
+  const bool interactive = isatty(fileno(stdin));
+  std::string question;
+  for (int turn = 1;; ++turn) {
+    if (interactive) std::cout << "you> " << std::flush;
+    if (!std::getline(std::cin, question) || question.empty() ||
+        question == "/quit") {
+      return 0;
+    }
+    request->set_prompt(question);
+    if (!line.Has("request-id")) request->clear_request_id();
+    std::cout << "model> " << std::flush;
+    GenerationResult result;
+    grpc::Status status = RunRequest(*stub, line, timeout_s, *request,
+                                     line.Has("unary"), true, result);
+    std::cout << "\n";
+    if (!status.ok()) {
+      // A bad question ends only its turn; an unreachable server ends chat.
+      const int code = RpcError(status, server);
+      if (code == kExitUnreachable) return code;
+      continue;
+    }
+    PrintTurnStats(result);
+  }
 }
 
 int Info(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
@@ -219,7 +271,8 @@ int Health(const CommandLine& line,
 }
 
 int Main(int argc, char** argv) {
-  auto parsed = CommandLine::Parse(argc, argv, {"json", "unary", "help"});
+  auto parsed =
+      CommandLine::Parse(argc, argv, {"json", "unary", "help", "tls"});
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
   const CommandLine& line = *parsed;
   if (line.Has("help") || line.command().empty()) {
@@ -232,10 +285,12 @@ int Main(int argc, char** argv) {
         absl::StrCat("unexpected argument '", line.positional()[0], "'"));
   }
   std::set<std::string> known = {"server", "timeout", "help"};
-  if (line.command() == "generate") {
+  known.insert({"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name"});
+  if (line.command() == "generate" || line.command() == "chat") {
     for (const char* const* f = kGenerateFlags; *f != nullptr; ++f)
       known.insert(*f);
-    known.insert({"json", "unary"});
+    known.insert("unary");
+    if (line.command() == "generate") known.insert("json");
   } else if (line.command() == "tokenize") {
     known.insert("text");
   } else if (line.command() == "health") {
@@ -253,13 +308,18 @@ int Main(int argc, char** argv) {
   const double timeout_s = timeout->value_or(0);
 
   const std::string server = line.Get("server").value_or(kDefaultServer);
+  auto credentials = ChannelCredentialsFromFlags(line);
+  if (!credentials.ok())
+    return UsageError(std::string(credentials.status().message()));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(
-      server, grpc::InsecureChannelCredentials(), args);
+  if (auto name = line.Get("tls-server-name"))
+    args.SetSslTargetNameOverride(*name);
+  auto channel = grpc::CreateCustomChannel(server, *credentials, args);
 
   if (line.command() == "generate")
     return Generate(line, channel, server, timeout_s);
+  if (line.command() == "chat") return Chat(line, channel, server, timeout_s);
   if (line.command() == "info") return Info(line, channel, server, timeout_s);
   if (line.command() == "tokenize")
     return Tokenize(line, channel, server, timeout_s);

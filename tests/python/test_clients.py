@@ -1,0 +1,80 @@
+"""The chat command and the load generator against a running server."""
+
+import json
+import os
+import subprocess
+
+from server_harness import BUILD_DIR, run_client, scrape_metrics
+
+BENCH_BIN = os.path.join(BUILD_DIR, "client", "iblip-bench")
+
+
+def test_chat_answers_each_stdin_line_and_reuses_the_image(server, image_path):
+    before = scrape_metrics(server)
+    result = subprocess.run(
+        [os.path.join(BUILD_DIR, "client", "iblip-client"), "chat", "--server", server.address,
+         "--image", image_path, "--max-new-tokens", "4"],
+        input="what color is it?\nhow many shapes?\nwhat color is it?\n", capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("model> ") == 3
+    stats = [line for line in result.stderr.splitlines() if "time to first token" in line]
+    assert len(stats) == 3 and all("tok/s" in line for line in stats)
+    after = scrape_metrics(server)
+    key = lambda name, cache: (name, (("cache", cache),))
+    # One vision-encoder run for the whole chat: turn 2 hits the vision
+    # cache, turn 3 (a repeated question) the Q-Former cache.
+    vision_misses = after[key("iblip_cache_misses_total", "vision")] - before.get(
+        key("iblip_cache_misses_total", "vision"), 0)
+    qformer_hits = after[key("iblip_cache_hits_total", "qformer")] - before.get(
+        key("iblip_cache_hits_total", "qformer"), 0)
+    assert vision_misses <= 1 and qformer_hits >= 1
+
+
+def test_chat_reports_a_bad_turn_and_goes_on(server, image_path):
+    result = subprocess.run(
+        [os.path.join(BUILD_DIR, "client", "iblip-client"), "chat", "--server", server.address,
+         "--image", image_path, "--max-new-tokens", "2", "--top-p", "1.5"],
+        input="first?\nsecond?\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr.count("INVALID_ARGUMENT") == 2 and "top_p" in result.stderr
+
+
+def test_bench_closed_and_open_loop_report_json(server, image_path, tmp_path):
+    for mode in (["--concurrency", "3"], ["--rate", "30"]):
+        out = tmp_path / "report.json"
+        result = subprocess.run(
+            [BENCH_BIN, "--server", server.address, "--image", image_path, "--requests", "12",
+             "--duration", "20", "--min-tokens", "2", "--max-tokens", "6", "--json-out", str(out),
+             *mode], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "time to first token" in result.stdout
+        report = json.loads(out.read_text())
+        assert report["requests"] == report["succeeded"] == 12
+        assert report["errors"] == {}
+        assert 12 * 2 <= report["output_tokens"] <= 12 * 6  # exact lengths in [2, 6]
+        for latency in ("time_to_first_token", "inter_token_latency", "end_to_end_latency"):
+            p = report[latency]
+            assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+        assert report["output_tokens_per_s"] > 0
+
+
+def test_bench_counts_errors_by_code(server, image_path, tmp_path):
+    workload = tmp_path / "w.jsonl"
+    workload.write_text(json.dumps({"image": image_path, "prompt": "hi",
+                                    "parameters": {"max_new_tokens": 3}}) + "\n"
+                        + json.dumps({"image": image_path, "prompt": "hi",
+                                      "parameters": {"top_p": 2.0}}) + "\n")
+    out = tmp_path / "report.json"
+    result = subprocess.run([BENCH_BIN, "--server", server.address, "--workload", str(workload),
+                             "--concurrency", "1", "--json-out", str(out)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["succeeded"] == 1 and report["errors"] == {"INVALID_ARGUMENT": 1}
+
+
+def test_bench_rejects_a_bad_command_line():
+    result = subprocess.run([BENCH_BIN, "--concurrency", "2", "--rate", "3", "--image", "x"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "exclude each other" in result.stderr
