@@ -92,6 +92,18 @@ void StreamGenerateReactor::OnComplete(const absl::Status& status,
 void StreamGenerateReactor::Enqueue(v1::GenerateResponse message) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (finished_ || finish_requested_) return;
+  // While a write is in flight, new tokens join the sequence's unsent
+  // message: a slow reader gets fewer, larger messages, and the buffer holds
+  // at most one message per sequence (plus finished ones), however slow it is.
+  for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
+    if (it->index() != message.index()) continue;
+    if (it->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) break;
+    it->mutable_text()->append(message.text());
+    it->mutable_token_ids()->MergeFrom(message.token_ids());
+    it->set_elapsed_us(message.elapsed_us());
+    it->set_finish_reason(message.finish_reason());
+    return;
+  }
   pending_.push_back(std::move(message));
   Pump(lock);
 }

@@ -35,8 +35,9 @@ v1::FinishReason ToProto(FinishReason reason);
 v1::Usage ToProto(const UsageStats& usage);
 
 // Server-streaming Generate. At most one write in flight; results queue in
-// `pending_` meanwhile (the engine never waits for a slow reader). Finish is
-// called exactly once: after the last write, or at cancellation.
+// `pending_` meanwhile (the engine never waits for a slow reader), merged
+// per sequence so the queue stays bounded. Finish is called exactly once:
+// after the last write, or at cancellation.
 class StreamGenerateReactor final
     : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       public ResponseSink {

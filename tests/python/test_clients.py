@@ -78,3 +78,14 @@ def test_bench_rejects_a_bad_command_line():
     result = subprocess.run([BENCH_BIN, "--concurrency", "2", "--rate", "3", "--image", "x"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "exclude each other" in result.stderr
+
+
+def test_python_example_script_streams_an_answer(server, image_path):
+    from server_harness import REPO_DIR
+    result = subprocess.run(
+        ["/usr/bin/python3", os.path.join(REPO_DIR, "client", "python", "example.py"),
+         "--server", server.address, "--image", image_path, "--prompt", "Describe.",
+         "--max-new-tokens", "5"],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert "[5 tokens, first after" in result.stderr or "tokens, first after" in result.stderr
