@@ -172,7 +172,15 @@ struct Metrics::Impl {
           .Register(*registry);
 };
 
-Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {
+  // Known label values start at 0, so every series exists from the first
+  // scrape (rate() and dashboards need no "absent" special case).
+  for (CacheKind kind : {CacheKind::kVision, CacheKind::kQformer}) {
+    impl_->cache_hits.Add({{"cache", CacheLabel(kind)}});
+    impl_->cache_misses.Add({{"cache", CacheLabel(kind)}});
+    impl_->cache_bytes.Add({{"cache", CacheLabel(kind)}});
+  }
+}
 Metrics::~Metrics() = default;
 
 std::shared_ptr<prometheus::Registry> Metrics::registry() const {

@@ -244,6 +244,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
                            &impl->port);
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
+  if (config.max_connection_age_s() > 0) {
+    // GOAWAY after this age: clients reconnect, and a load balancer spreads
+    // the new connections over replicas added since.
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_MS,
+        static_cast<int>(config.max_connection_age_s()) * 1000);
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(config.max_connection_age_grace_s()) * 1000);
+  }
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
     return absl::UnavailableError(

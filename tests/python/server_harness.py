@@ -25,8 +25,8 @@ class RunningServer:
         self.log = log  # list of stderr lines, filled by a thread
 
 
-def start_server(*extra_args):
-    args = [SERVER_BIN, "--model", PACKAGE_DIR, "--host", "127.0.0.1", "--port", "0",
+def start_server(*extra_args, package_dir=PACKAGE_DIR):
+    args = [SERVER_BIN, "--model", package_dir, "--host", "127.0.0.1", "--port", "0",
             "--metrics-port", "0", "--threads", "1", *extra_args]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = []
