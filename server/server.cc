@@ -122,6 +122,7 @@ struct Server::Impl {
   std::unique_ptr<FeatureCache> feature_cache;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<WorkerPool> preprocess_pool;
+  std::unique_ptr<GenerationPipeline> pipeline;
   std::unique_ptr<InferenceService> service;
   std::unique_ptr<MetricsHttpServer> metrics_http;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -215,7 +216,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   impl->preprocess_pool = std::make_unique<WorkerPool>(
       static_cast<int>(config.runtime().preprocess_threads()));
 
-  InferenceService::Dependencies deps;
+  GenerationPipeline::Dependencies deps;
   deps.manifest = &impl->manifest;
   deps.engine = impl->engine.get();
   deps.lm_tokenizer = impl->lm_tokenizer.get();
@@ -226,7 +227,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   deps.feature_cache = impl->feature_cache.get();
   deps.limits = limits;
   deps.model_info = BuildModelInfo(manifest, limits, impl->model->device());
-  impl->service = std::make_unique<InferenceService>(std::move(deps));
+  impl->pipeline = std::make_unique<GenerationPipeline>(std::move(deps));
+  impl->service = std::make_unique<InferenceService>(*impl->pipeline);
 
   if (config.metrics_enabled()) {
     ASSIGN_OR_RETURN(impl->metrics_http,
@@ -268,14 +270,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   }
   spdlog::info("warm-up took {}",
                absl::FormatDuration(absl::Now() - warmup_start));
-  impl->service->SetAcceptingRequests(true);
+  impl->pipeline->SetAccepting(true);
   impl->SetHealth(true);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 void Server::Drain(absl::Duration timeout) {
   impl_->SetHealth(false);
-  impl_->service->SetAcceptingRequests(false);
+  impl_->pipeline->SetAccepting(false);
   impl_->engine->BeginDrain();
   const bool idle = impl_->engine->WaitIdle(timeout);
   spdlog::info(idle ? "drained: all requests finished"

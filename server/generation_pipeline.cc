@@ -1,0 +1,96 @@
+#include "server/generation_pipeline.h"
+
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "model/runtime/prompt.h"
+
+namespace iblip::server {
+namespace {
+
+// Random seeds stay below 2^53 so they survive JSON (a double) unchanged.
+uint64_t RandomSeed() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return rng() >> 11;
+}
+
+}  // namespace
+
+std::string GenerationPipeline::NewRequestId() {
+  // A per-process random prefix keeps ids unique across replicas and restarts.
+  static const uint32_t prefix = static_cast<uint32_t>(std::random_device{}());
+  return absl::StrFormat("req-%08x-%d", prefix,
+                         next_request_number_.fetch_add(1));
+}
+
+void GenerationPipeline::Start(
+    const v1::GenerateRequest& request, const std::string& request_id,
+    absl::Time deadline, std::shared_ptr<ResponseSink> sink,
+    const std::function<void(const std::shared_ptr<GenerationRequest>&)>&
+        on_created) {
+  const absl::Time arrival = absl::Now();
+  auto fail = [&](const absl::Status& status) {
+    deps_.metrics->RequestFinished(status.code());
+    sink->OnComplete(status, UsageStats{});
+  };
+  if (!accepting_.load()) {
+    return fail(
+        absl::UnavailableError("server is not ready or is shutting down"));
+  }
+  auto validated = ValidateGenerateRequest(request, deps_.limits, RandomSeed());
+  if (!validated.ok()) return fail(validated.status());
+  if (absl::Status admitted = deps_.engine->Admit(); !admitted.ok())
+    return fail(admitted);
+
+  auto generation = std::make_shared<GenerationRequest>();
+  generation->request_id = request_id;
+  generation->priority = validated->priority;
+  generation->settings = std::move(validated->settings);
+  generation->arrival = arrival;
+  generation->deadline = deadline;
+  generation->prompt = request.prompt();
+  generation->sink = std::move(sink);
+  on_created(generation);
+  deps_.preprocess_pool->Post(
+      [this, generation, image = request.images(0).data()]() mutable {
+        Preprocess(std::move(generation), std::move(image));
+      });
+}
+
+void GenerationPipeline::Preprocess(std::shared_ptr<GenerationRequest> request,
+                                    std::string image_bytes) {
+  auto reject = [&](const absl::Status& status) {
+    deps_.engine->CancelAdmission();
+    deps_.metrics->RequestFinished(status.code());
+    request->sink->OnComplete(status, UsageStats{});
+  };
+  if (request->cancelled.load())
+    return reject(absl::CancelledError("cancelled by the client"));
+  model::PromptInputs inputs =
+      model::AssemblePrompt(*deps_.manifest, *deps_.lm_tokenizer,
+                            *deps_.qformer_tokenizer, request->prompt);
+  request->prompt_ids = std::move(inputs.prompt_ids);
+  request->qformer_ids = std::move(inputs.qformer_input_ids);
+  // Bytes seen before decoded fine then, and their encodings are cached:
+  // skip decoding (and the vision stage) for them.
+  FeatureCache& cache = *deps_.feature_cache;
+  request->image_hash = FeatureCache::ImageHash(image_bytes);
+  if (auto image =
+          cache.FindEmbedding(request->image_hash, request->qformer_ids)) {
+    request->image = std::move(*image);
+  } else if (auto vision = cache.FindVision(request->image_hash)) {
+    request->vision = std::move(*vision);
+  } else {
+    auto pixels =
+        deps_.image_preprocessor->Process(image_bytes, "images[0].data");
+    if (!pixels.ok()) return reject(pixels.status());
+    request->pixels = std::move(*pixels);
+  }
+  absl::Status budget = ValidateTokenBudget(request->prompt_ids.size(),
+                                            deps_.model_info.num_query_tokens(),
+                                            request->settings, deps_.limits);
+  if (!budget.ok()) return reject(budget);
+  deps_.engine->Submit(std::move(request));
+}
+
+}  // namespace iblip::server
