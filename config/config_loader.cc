@@ -144,6 +144,15 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
     return OutOfRange("scheduler.vision_max_batch_size", 0, "must be >= 1");
   }
 
+  if (config.http().history() != "latest" &&
+      config.http().history() != "transcript") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: http.history must be latest or transcript, got '",
+                     config.http().history(), "'"));
+  }
+  if (config.http().port() > 65535)
+    return OutOfRange("http.port", config.http().port(), "must be <= 65535");
+
   const LoggingConfig& logging = config.logging();
   if (logging.level() != "trace" && logging.level() != "debug" &&
       logging.level() != "info" && logging.level() != "warn" &&

@@ -129,8 +129,9 @@ int main(int argc, char** argv) {
   if (!server.ok()) return StartupError(server.status().ToString());
 
   const std::string host = (*server)->host();
-  std::printf("iblip-server ready grpc=%s:%d metrics=%s:%d\n", host.c_str(),
-              (*server)->port(), host.c_str(), (*server)->metrics_port());
+  std::printf("iblip-server ready grpc=%s:%d metrics=%s:%d http=%s:%d\n",
+              host.c_str(), (*server)->port(), host.c_str(),
+              (*server)->metrics_port(), host.c_str(), (*server)->http_port());
   std::fflush(stdout);
   spdlog::info("serving on {}:{} (metrics on port {})", host, (*server)->port(),
                (*server)->metrics_port());

@@ -15,6 +15,7 @@
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/engine.h"
+#include "server/http/http_server.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http_server.h"
@@ -125,6 +126,7 @@ struct Server::Impl {
   std::unique_ptr<GenerationPipeline> pipeline;
   std::unique_ptr<InferenceService> service;
   std::unique_ptr<MetricsHttpServer> metrics_http;
+  std::unique_ptr<http::HttpServer> http_server;
   std::unique_ptr<grpc::Server> grpc_server;
 
   void SetHealth(bool serving) {
@@ -166,6 +168,9 @@ Server::~Server() = default;
 
 int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->metrics_port; }
+int Server::http_port() const {
+  return impl_->http_server ? impl_->http_server->port() : 0;
+}
 const std::string& Server::host() const { return impl_->host; }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
@@ -236,6 +241,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
                          config.host(), static_cast<int>(config.metrics_port()),
                          impl->metrics->registry()));
     impl->metrics_port = impl->metrics_http->port();
+  }
+
+  if (config.http().enabled()) {
+    http::HttpServer::Options http_options;
+    http_options.host = config.host();
+    http_options.port = static_cast<int>(config.http().port());
+    http_options.max_connections =
+        static_cast<int>(config.http().max_connections());
+    http_options.history = config.http().history() == "transcript"
+                               ? http::HistoryMode::kTranscript
+                               : http::HistoryMode::kLatest;
+    // Base64 makes images 4/3 larger; the rest of a chat body is small.
+    http_options.max_body_bytes = limits.max_request_bytes / 3 * 4 + (1 << 20);
+    http_options.model_id = manifest.model_id;
+    ASSIGN_OR_RETURN(impl->http_server,
+                     http::HttpServer::Start(http_options, *impl->pipeline));
   }
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -31,6 +31,7 @@ class Server {
 
   int port() const;          // the bound gRPC port
   int metrics_port() const;  // 0 when metrics are disabled
+  int http_port() const;     // 0 when the HTTP API is disabled
   const std::string& host() const;
 
   // Graceful drain: health NOT_SERVING, new requests UNAVAILABLE, waits up to

@@ -18,10 +18,11 @@ STOP_TIMEOUT_S = 30
 
 
 class RunningServer:
-    def __init__(self, process, address, metrics_address, log):
+    def __init__(self, process, address, metrics_address, log, http_address=None):
         self.process = process
         self.address = address
         self.metrics_address = metrics_address
+        self.http_address = http_address  # when started with --http.enabled true
         self.log = log  # list of stderr lines, filled by a thread
 
 
@@ -46,7 +47,9 @@ def start_server(*extra_args, package_dir=PACKAGE_DIR):
         process.kill()
         process.wait()
         raise RuntimeError("server did not become ready:\n" + "".join(log))
-    return RunningServer(process, ready["grpc"], ready["metrics"], log)
+    http = ready.get("http")
+    return RunningServer(process, ready["grpc"], ready["metrics"], log,
+                         None if http is None or http.endswith(":0") else http)
 
 
 def stop_server(server):

@@ -49,7 +49,8 @@ TEST(WorkloadTest, ReadsJsonLinesWithRelativeImagesAndParameters) {
   std::ofstream(dir / "w.jsonl")
       << R"({"image": "a.png", "prompt": "hi", "parameters": {"max_new_tokens": 7, "temperature": 0.5}})"
       << "\n\n"
-      << R"({"image": "a.png", "priority": "PRIORITY_HIGH"})" << "\n";
+      << R"({"image": "a.png", "priority": "PRIORITY_HIGH"})"
+      << "\n";
   auto workload = LoadWorkload((dir / "w.jsonl").string());
   ASSERT_TRUE(workload.ok()) << workload.status();
   ASSERT_EQ(workload->size(), 2u);
@@ -57,7 +58,8 @@ TEST(WorkloadTest, ReadsJsonLinesWithRelativeImagesAndParameters) {
   EXPECT_EQ((*workload)[0].parameters().max_new_tokens(), 7u);
   EXPECT_EQ((*workload)[1].priority(), v1::PRIORITY_HIGH);
 
-  std::ofstream(dir / "bad.jsonl") << R"({"image": "a.png", "parameters": {"max_new_tokenz": 1}})";
+  std::ofstream(dir / "bad.jsonl")
+      << R"({"image": "a.png", "parameters": {"max_new_tokenz": 1}})";
   auto bad = LoadWorkload((dir / "bad.jsonl").string());
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("bad.jsonl:1"), std::string::npos);

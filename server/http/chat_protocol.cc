@@ -1,0 +1,371 @@
+#include "server/http/chat_protocol.h"
+
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace iblip::server::http {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Invalid(const std::string& field, const std::string& message) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
+}
+
+// The bytes of a data:[<mime>][;base64],<data> URL.
+absl::StatusOr<std::string> DecodeDataUrl(const std::string& url,
+                                          const std::string& field) {
+  if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
+    return Invalid(field,
+                   "the server fetches nothing; send the image inline as a "
+                   "data: URL (data:image/png;base64,...)");
+  }
+  if (!absl::StartsWith(url, "data:"))
+    return Invalid(field, "must be a data: URL (data:image/png;base64,...)");
+  const size_t comma = url.find(',');
+  if (comma == std::string::npos)
+    return Invalid(field, "malformed data: URL (no comma)");
+  if (!absl::EndsWith(absl::string_view(url).substr(0, comma), ";base64"))
+    return Invalid(field, "the data: URL must be base64 (;base64,)");
+  std::string bytes;
+  if (!absl::Base64Unescape(absl::string_view(url).substr(comma + 1), &bytes))
+    return Invalid(field, "invalid base64 in the data: URL");
+  return bytes;
+}
+
+struct Turn {
+  std::string role;
+  std::string text;
+};
+
+// Reads one message's content (a string, or an array of text and image_url
+// parts); the first image found anywhere is kept in `image`.
+absl::Status ReadContent(const json& content, const std::string& field,
+                         Turn& turn, std::string& image) {
+  if (content.is_string()) {
+    turn.text = content.get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!content.is_array())
+    return Invalid(field, "must be a string or an array of parts");
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string where = absl::StrCat(field, "[", i, "]");
+    if (!part.is_object() || !part.contains("type") ||
+        !part["type"].is_string())
+      return Invalid(where, "must be an object with a \"type\"");
+    const std::string type = part["type"].get<std::string>();
+    if (type == "text") {
+      if (!part.contains("text") || !part["text"].is_string())
+        return Invalid(where + ".text", "must be a string");
+      if (!turn.text.empty()) turn.text += "\n";
+      turn.text += part["text"].get<std::string>();
+    } else if (type == "image_url") {
+      const json* url = nullptr;
+      if (part.contains("image_url")) {
+        const json& image_url = part["image_url"];
+        if (image_url.is_string()) url = &image_url;
+        if (image_url.is_object() && image_url.contains("url"))
+          url = &image_url["url"];
+      }
+      if (url == nullptr || !url->is_string())
+        return Invalid(where + ".image_url", "needs a \"url\" string");
+      auto bytes = DecodeDataUrl(url->get<std::string>(), where + ".image_url");
+      if (!bytes.ok()) return bytes.status();
+      if (image.empty()) image = std::move(*bytes);
+    } else {
+      return Invalid(where + ".type",
+                     "must be \"text\" or \"image_url\", got \"" + type + "\"");
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::StatusOr<T> NumberField(const json& body, const char* name) {
+  const json& value = body[name];
+  if (!value.is_number())
+    return Invalid(name, absl::StrCat("must be a number, got ", value.dump()));
+  if constexpr (std::is_integral_v<T>) {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0)
+      return Invalid(name, absl::StrCat("must be a non-negative integer, got ",
+                                        value.dump()));
+  }
+  return value.get<T>();
+}
+
+std::string Prompt(const std::vector<Turn>& turns, HistoryMode history) {
+  if (history == HistoryMode::kLatest) return turns.back().text;
+  std::string prompt;
+  for (const Turn& turn : turns) {
+    if (turn.role == "user") {
+      absl::StrAppend(&prompt, prompt.empty() ? "" : " ",
+                      "Question: ", turn.text);
+    } else if (turn.role == "assistant") {
+      absl::StrAppend(&prompt, " Answer: ", turn.text);
+    }
+  }
+  return absl::StrCat(prompt, " Answer:");
+}
+
+}  // namespace
+
+absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body_text,
+                                             HistoryMode history) {
+  const json body = json::parse(body_text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object())
+    return Invalid("body", "must be a JSON object");
+  if (!body.contains("messages") || !body["messages"].is_array() ||
+      body["messages"].empty())
+    return Invalid("messages", "must be a non-empty array");
+
+  ChatRequest chat;
+  std::string image;
+  std::vector<Turn> turns;
+  const json& messages = body["messages"];
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string field = absl::StrCat("messages[", i, "]");
+    const json& message = messages[i];
+    if (!message.is_object() || !message.contains("role") ||
+        !message["role"].is_string())
+      return Invalid(field + ".role", "must be a string");
+    Turn turn;
+    turn.role = message["role"].get<std::string>();
+    if (turn.role != "user" && turn.role != "assistant" &&
+        turn.role != "system" && turn.role != "developer")
+      return Invalid(field + ".role",
+                     "must be user, assistant, system or developer, got \"" +
+                         turn.role + "\"");
+    if (message.contains("content") && !message["content"].is_null()) {
+      absl::Status read =
+          ReadContent(message["content"], field + ".content", turn, image);
+      if (!read.ok()) return read;
+    }
+    // System instructions have no place in InstructBLIP's prompt.
+    if (turn.role == "user" || turn.role == "assistant")
+      turns.push_back(std::move(turn));
+  }
+  if (turns.empty() || turns.back().role != "user")
+    return Invalid("messages", "the last message must be from the user");
+  if (image.empty())
+    return Invalid("messages",
+                   "no image: InstructBLIP answers about an image; add an "
+                   "image_url part (a data: URL) to a user message");
+  chat.generate.add_images()->set_data(std::move(image));
+  chat.generate.set_prompt(Prompt(turns, history));
+
+  v1::GenerationParameters& p = *chat.generate.mutable_parameters();
+  if (body.contains("temperature") && !body["temperature"].is_null()) {
+    auto t = NumberField<float>(body, "temperature");
+    if (!t.ok()) return t.status();
+    p.set_temperature(*t);
+  }
+  if (body.contains("top_p") && !body["top_p"].is_null()) {
+    auto v = NumberField<float>(body, "top_p");
+    if (!v.ok()) return v.status();
+    p.set_top_p(*v);
+  }
+  for (const char* name : {"max_completion_tokens", "max_tokens"}) {
+    if (body.contains(name) && !body[name].is_null()) {
+      auto v = NumberField<int64_t>(body, name);
+      if (!v.ok()) return v.status();
+      p.set_max_new_tokens(
+          static_cast<uint32_t>(std::min<int64_t>(*v, 1 << 30)));
+      break;
+    }
+  }
+  // vLLM's extension, for clients that need an exact length.
+  if (body.contains("min_tokens") && !body["min_tokens"].is_null()) {
+    auto v = NumberField<int64_t>(body, "min_tokens");
+    if (!v.ok()) return v.status();
+    p.set_min_new_tokens(static_cast<uint32_t>(std::min<int64_t>(*v, 1 << 30)));
+  }
+  if (body.contains("seed") && !body["seed"].is_null()) {
+    auto v = NumberField<int64_t>(body, "seed");
+    if (!v.ok()) return v.status();
+    p.set_seed(static_cast<uint64_t>(*v));
+  }
+  if (body.contains("n") && !body["n"].is_null()) {
+    auto v = NumberField<int64_t>(body, "n");
+    if (!v.ok()) return v.status();
+    chat.n = static_cast<int>(std::min<int64_t>(*v, 1 << 20));
+    p.set_num_return_sequences(static_cast<uint32_t>(chat.n));
+  }
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const json& stop = body["stop"];
+    if (stop.is_string()) {
+      p.add_stop_sequences(stop.get<std::string>());
+    } else if (stop.is_array()) {
+      for (const json& s : stop) {
+        if (!s.is_string())
+          return Invalid("stop", "must be a string or an array of strings");
+        p.add_stop_sequences(s.get<std::string>());
+      }
+    } else {
+      return Invalid("stop", "must be a string or an array of strings");
+    }
+  }
+  if (body.contains("stream") && !body["stream"].is_null()) {
+    if (!body["stream"].is_boolean())
+      return Invalid("stream", "must be true or false");
+    chat.stream = body["stream"].get<bool>();
+  }
+  if (body.contains("stream_options") && body["stream_options"].is_object()) {
+    const json& options = body["stream_options"];
+    chat.include_usage = options.value("include_usage", false);
+  }
+  return chat;
+}
+
+std::string OpenAiFinishReason(FinishReason reason) {
+  return reason == FinishReason::kLength ? "length" : "stop";
+}
+
+namespace {
+
+json UsageObject(const UsageStats& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens + usage.image_tokens},
+          {"completion_tokens", usage.generated_tokens},
+          {"total_tokens",
+           usage.prompt_tokens + usage.image_tokens + usage.generated_tokens}};
+}
+
+json Envelope(const std::string& id, int64_t created, const std::string& model,
+              const char* object) {
+  return {
+      {"id", id}, {"object", object}, {"created", created}, {"model", model}};
+}
+
+std::string Event(const json& payload) {
+  return absl::StrCat("data: ", payload.dump(), "\n\n");
+}
+
+}  // namespace
+
+std::string CompletionJson(const std::string& id, int64_t created,
+                           const std::string& model,
+                           const std::vector<ChoiceResult>& choices,
+                           const UsageStats& usage) {
+  json body = Envelope(id, created, model, "chat.completion");
+  body["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    body["choices"].push_back(
+        {{"index", i},
+         {"message", {{"role", "assistant"}, {"content", choices[i].text}}},
+         {"finish_reason", OpenAiFinishReason(choices[i].finish_reason)}});
+  }
+  body["usage"] = UsageObject(usage);
+  return body.dump();
+}
+
+std::string ChunkEvent(const std::string& id, int64_t created,
+                       const std::string& model, int index, bool first,
+                       const std::string& text, FinishReason finish_reason) {
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  if (!text.empty()) delta["content"] = text;
+  json chunk = Envelope(id, created, model, "chat.completion.chunk");
+  chunk["choices"] = json::array(
+      {{{"index", index},
+        {"delta", delta},
+        {"finish_reason", finish_reason == FinishReason::kNone
+                              ? json(nullptr)
+                              : json(OpenAiFinishReason(finish_reason))}}});
+  return Event(chunk);
+}
+
+std::string UsageEvent(const std::string& id, int64_t created,
+                       const std::string& model, const UsageStats& usage) {
+  json chunk = Envelope(id, created, model, "chat.completion.chunk");
+  chunk["choices"] = json::array();
+  chunk["usage"] = UsageObject(usage);
+  return Event(chunk);
+}
+
+std::string ModelsJson(const std::string& model, int64_t created) {
+  return json{{"object", "list"},
+              {"data", json::array({{{"id", model},
+                                     {"object", "model"},
+                                     {"created", created},
+                                     {"owned_by", "iblip"}}})}}
+      .dump();
+}
+
+int HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+absl::Status ToOpenAiFieldNames(const absl::Status& status) {
+  static const std::pair<const char*, const char*> kRenames[] = {
+      {"parameters.max_new_tokens", "max_tokens"},
+      {"parameters.min_new_tokens", "min_tokens"},
+      {"parameters.num_return_sequences", "n"},
+      {"parameters.stop_sequences", "stop"},
+      {"parameters.temperature", "temperature"},
+      {"parameters.top_p", "top_p"},
+      {"parameters.seed", "seed"},
+      {"images[0].data", "messages (image_url)"},
+      {"prompt", "messages"},
+  };
+  const absl::string_view message = status.message();
+  for (const auto& [from, to] : kRenames) {
+    if (absl::StartsWith(message, from)) {
+      return absl::Status(status.code(),
+                          absl::StrCat(to, message.substr(strlen(from))));
+    }
+  }
+  return status;
+}
+
+std::string ErrorJson(const absl::Status& status) {
+  const int http = HttpStatusFor(status.code());
+  const char* type = http == 400   ? "invalid_request_error"
+                     : http == 401 ? "authentication_error"
+                     : http == 404 ? "not_found_error"
+                     : http == 429 ? "rate_limit_error"
+                     : http == 503 ? "service_unavailable"
+                                   : "server_error";
+  const std::string message(status.message());
+  // Our messages start with the field they are about ("top_p: must be ...").
+  const size_t colon = message.find(": ");
+  json param = nullptr;
+  if (http == 400 && colon != std::string::npos && message.find(' ') > colon)
+    param = message.substr(0, colon);
+  return json{{"error",
+               {{"message", message},
+                {"type", type},
+                {"param", param},
+                {"code", absl::AsciiStrToLower(
+                             absl::StatusCodeToString(status.code()))}}}}
+      .dump();
+}
+
+}  // namespace iblip::server::http

@@ -1,0 +1,74 @@
+#pragma once
+
+// The OpenAI chat-completions protocol, as far as InstructBLIP can honour it:
+// parsing requests into iblip.v1 GenerateRequests, and formatting responses,
+// stream chunks and errors. Pure (no I/O); unit-tested.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "iblip/v1/iblip.pb.h"
+#include "server/generation_request.h"
+
+namespace iblip::server::http {
+
+// How a multi-turn conversation becomes the one prompt InstructBLIP takes.
+enum class HistoryMode {
+  // The last user message only (InstructBLIP is trained on single questions;
+  // earlier turns mostly distract it). The default.
+  kLatest,
+  // "Question: q1 Answer: a1 Question: q2 Answer:" over every turn, the
+  // template InstructBLIP's VQA training used.
+  kTranscript,
+};
+
+struct ChatRequest {
+  v1::GenerateRequest generate;  // image, prompt, parameters
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  int n = 1;
+};
+
+// Parses a POST /v1/chat/completions body. The image is the first image_url
+// part of the conversation (the first user turn's, kept for every later
+// turn); it must be a base64 data: URL, since the server fetches nothing.
+// INVALID_ARGUMENT names the JSON field ("messages[1].content[0].image_url").
+absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body,
+                                             HistoryMode history);
+
+// What a finished choice reports.
+struct ChoiceResult {
+  std::string text;
+  FinishReason finish_reason = FinishReason::kNone;
+};
+
+// "stop", "length" (OpenAI's names; a stop sequence is "stop").
+std::string OpenAiFinishReason(FinishReason reason);
+
+std::string CompletionJson(const std::string& id, int64_t created,
+                           const std::string& model,
+                           const std::vector<ChoiceResult>& choices,
+                           const UsageStats& usage);
+// One "data: {...}\n\n" server-sent event of a chat.completion.chunk. The
+// first chunk of a choice carries the role; `finish_reason` kNone = null.
+std::string ChunkEvent(const std::string& id, int64_t created,
+                       const std::string& model, int index, bool first,
+                       const std::string& text, FinishReason finish_reason);
+std::string UsageEvent(const std::string& id, int64_t created,
+                       const std::string& model, const UsageStats& usage);
+inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
+
+std::string ModelsJson(const std::string& model, int64_t created);
+
+// OpenAI's error shape, and the HTTP status for a status code
+// (INVALID_ARGUMENT 400, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, ...).
+int HttpStatusFor(absl::StatusCode code);
+std::string ErrorJson(const absl::Status& status);
+// The pipeline's messages name iblip.v1 fields ("parameters.top_p: ...");
+// this renames them to the request's OpenAI fields ("top_p: ...").
+absl::Status ToOpenAiFieldNames(const absl::Status& status);
+
+}  // namespace iblip::server::http

@@ -1,0 +1,141 @@
+"""The OpenAI-compatible HTTP endpoint against the protocol: streamed chunks
+concatenate to the non-streamed answer, errors have OpenAI's shape and the
+right HTTP code, and a client that disconnects cancels its generation."""
+
+import base64
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from server_harness import png_bytes, scrape_metrics, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = start_server("--http.enabled", "true", "--http.port", "0")
+    assert running.http_address
+    yield running
+    assert stop_server(running) == 0, "".join(running.log)
+
+
+def data_url(image=None):
+    return "data:image/png;base64," + base64.b64encode(image or png_bytes()).decode()
+
+
+def user(text, image=True):
+    content = [{"type": "text", "text": text}]
+    if image:
+        content.insert(0, {"type": "image_url", "image_url": {"url": data_url()}})
+    return {"role": "user", "content": content}
+
+
+def post(server, body, raw=False):
+    host, port = server.http_address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", "/v1/chat/completions",
+                       body if raw else json.dumps(body),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.getheader("Content-Type"), response.read().decode()
+
+
+def events(text):
+    """The data: payloads of a server-sent event stream."""
+    return [block[len("data: "):] for block in text.split("\n\n") if block.startswith("data: ")]
+
+
+def test_models_lists_the_served_model(server):
+    host, port = server.http_address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/v1/models")
+    models = json.loads(connection.getresponse().read())
+    assert models["object"] == "list" and models["data"][0]["id"] == "iblip/tiny-llama-random"
+
+
+def test_stream_concatenates_to_the_non_streamed_answer(server):
+    body = {"messages": [user("describe the image")], "max_tokens": 20, "min_tokens": 20}
+    status, _, text = post(server, body)
+    assert status == 200, text
+    answer = json.loads(text)
+    assert answer["object"] == "chat.completion"
+    assert answer["usage"]["completion_tokens"] == 20
+    status, content_type, streamed = post(server, {**body, "stream": True,
+                                                   "stream_options": {"include_usage": True}})
+    assert status == 200 and content_type.startswith("text/event-stream")
+    payloads = events(streamed)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == answer["choices"][0]["message"]["content"]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finish[-1] == "length" and all(f is None for f in finish[:-1])
+    assert chunks[-1]["usage"]["completion_tokens"] == 20
+
+
+def test_multi_turn_and_n_choices(server):
+    body = {"messages": [user("what is it?"), {"role": "assistant", "content": "a thing"},
+                         user("and its color?", image=False)],
+            "max_tokens": 4, "n": 2, "temperature": 0.8, "seed": 11}
+    status, _, text = post(server, body)
+    assert status == 200, text
+    assert [c["index"] for c in json.loads(text)["choices"]] == [0, 1]
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ("{not json", 400, "body"),
+    ({"messages": [user("no image", image=False)]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]},
+     400, "messages[0].content[0].image_url"),
+    ({"messages": [user("hi")], "temperature": -1}, 400, "temperature"),
+    ({"messages": [user("hi")], "top_p": 1.5}, 400, "top_p"),
+    ({"messages": [user("hi")], "max_tokens": 100000}, 400, "max_tokens"),
+])
+def test_errors_have_openai_shape_and_status(server, body, code, param):
+    status, content_type, text = post(server, body, raw=isinstance(body, str))
+    assert status == code
+    assert content_type == "application/json"
+    error = json.loads(text)["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert error["message"].startswith(param)
+
+
+def test_unknown_path_and_method(server):
+    host, port = server.http_address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/v1/nothing")
+    response = connection.getresponse()
+    assert response.status == 404 and "error" in json.loads(response.read())
+    connection.request("GET", "/v1/chat/completions")
+    assert connection.getresponse().status == 405
+
+
+def test_a_client_that_disconnects_cancels_its_generation(server):
+    before = scrape_metrics(server)
+    cancelled = ("iblip_requests_total", (("code", "cancelled"),))
+    body = json.dumps({"messages": [user("describe")], "max_tokens": 400, "min_tokens": 400,
+                       "stream": True}).encode()
+    host, port = server.http_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        received = b""
+        while b"data: " not in received:
+            received += s.recv(4096)
+        assert b"200 OK" in received
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = scrape_metrics(server)
+        if after.get(cancelled, 0) > before.get(cancelled, 0):
+            break
+        time.sleep(0.05)
+    assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
+    generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
+    assert generated < 400  # stopped early, not run to the end
+    assert after[("iblip_kv_cache_slots_used", ())] == 0

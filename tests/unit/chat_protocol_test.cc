@@ -1,0 +1,146 @@
+#include "server/http/chat_protocol.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "nlohmann/json.hpp"
+
+namespace iblip::server::http {
+namespace {
+
+using nlohmann::json;
+
+std::string DataUrl(const std::string& bytes) {
+  return "data:image/png;base64," + absl::Base64Escape(bytes);
+}
+
+json UserTurn(const std::string& text, const std::string& image = "") {
+  json content = json::array();
+  if (!image.empty())
+    content.push_back({{"type", "image_url"}, {"image_url", {{"url", image}}}});
+  content.push_back({{"type", "text"}, {"text", text}});
+  return {{"role", "user"}, {"content", content}};
+}
+
+TEST(ChatProtocolTest, ParsesImageTextAndParameters) {
+  json body = {{"model", "anything"},
+               {"messages",
+                {{{"role", "system"}, {"content", "be brief"}},
+                 UserTurn("what is it?", DataUrl("PNGBYTES"))}},
+               {"temperature", 0.5},
+               {"top_p", 0.9},
+               {"max_tokens", 12},
+               {"min_tokens", 3},
+               {"seed", 7},
+               {"n", 2},
+               {"stop", "END"},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}}};
+  auto chat = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->generate.images(0).data(), "PNGBYTES");
+  EXPECT_EQ(chat->generate.prompt(), "what is it?");
+  const auto& p = chat->generate.parameters();
+  EXPECT_FLOAT_EQ(p.temperature(), 0.5f);
+  EXPECT_FLOAT_EQ(p.top_p(), 0.9f);
+  EXPECT_EQ(p.max_new_tokens(), 12u);
+  EXPECT_EQ(p.min_new_tokens(), 3u);
+  EXPECT_EQ(p.seed(), 7u);
+  EXPECT_EQ(p.num_return_sequences(), 2u);
+  EXPECT_EQ(p.stop_sequences(0), "END");
+  EXPECT_TRUE(chat->stream);
+  EXPECT_TRUE(chat->include_usage);
+  EXPECT_EQ(chat->n, 2);
+}
+
+TEST(ChatProtocolTest, MultiTurnKeepsTheFirstImageAndBuildsThePrompt) {
+  json messages = {UserTurn("what color?", DataUrl("FIRST")),
+                   {{"role", "assistant"}, {"content", "red"}},
+                   {{"role", "user"}, {"content", "and the shape?"}}};
+  json body = {{"messages", messages}};
+  auto latest = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->generate.images(0).data(), "FIRST");
+  EXPECT_EQ(latest->generate.prompt(), "and the shape?");
+  auto transcript = ParseChatRequest(body.dump(), HistoryMode::kTranscript);
+  ASSERT_TRUE(transcript.ok());
+  EXPECT_EQ(transcript->generate.prompt(),
+            "Question: what color? Answer: red Question: and the shape? "
+            "Answer:");
+}
+
+void ExpectInvalid(const json& body, const std::string& field) {
+  auto chat = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  ASSERT_FALSE(chat.ok()) << body.dump();
+  EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chat.status().message().rfind(field + ":", 0), 0u)
+      << chat.status().message();
+}
+
+TEST(ChatProtocolTest, BadRequestsNameTheField) {
+  const json ok_turn = UserTurn("hi", DataUrl("X"));
+  EXPECT_FALSE(ParseChatRequest("not json", HistoryMode::kLatest).ok());
+  ExpectInvalid(json::object(), "messages");
+  ExpectInvalid({{"messages", {UserTurn("no image")}}}, "messages");
+  ExpectInvalid({{"messages", {UserTurn("hi", "https://example.com/a.png")}}},
+                "messages[0].content[0].image_url");
+  ExpectInvalid({{"messages", {UserTurn("hi", "data:image/png,notbase64")}}},
+                "messages[0].content[0].image_url");
+  ExpectInvalid({{"messages", {UserTurn("hi", "data:image/png;base64,@@@")}}},
+                "messages[0].content[0].image_url");
+  ExpectInvalid({{"messages", {{{"role", "robot"}, {"content", "x"}}}}},
+                "messages[0].role");
+  ExpectInvalid({{"messages",
+                  {{{"role", "user"},
+                    {"content", {{{"type", "audio"}, {"audio", "x"}}}}}}}},
+                "messages[0].content[0].type");
+  ExpectInvalid(
+      {{"messages", {ok_turn, {{"role", "assistant"}, {"content", "a"}}}}},
+      "messages");
+  ExpectInvalid({{"messages", {ok_turn}}, {"temperature", "hot"}},
+                "temperature");
+  ExpectInvalid({{"messages", {ok_turn}}, {"max_tokens", -3}}, "max_tokens");
+  ExpectInvalid({{"messages", {ok_turn}}, {"stop", 5}}, "stop");
+  ExpectInvalid({{"messages", {ok_turn}}, {"stream", "yes"}}, "stream");
+}
+
+TEST(ChatProtocolTest, ResponsesChunksAndErrorsHaveOpenAisShape) {
+  UsageStats usage;
+  usage.prompt_tokens = 5;
+  usage.image_tokens = 32;
+  usage.generated_tokens = 3;
+  json completion = json::parse(CompletionJson(
+      "chatcmpl-1", 100, "m", {{"red", FinishReason::kStop}}, usage));
+  EXPECT_EQ(completion["object"], "chat.completion");
+  EXPECT_EQ(completion["choices"][0]["message"]["content"], "red");
+  EXPECT_EQ(completion["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(completion["usage"]["total_tokens"], 40);
+
+  const std::string event =
+      ChunkEvent("chatcmpl-1", 100, "m", 0, true, "re", FinishReason::kNone);
+  ASSERT_EQ(event.rfind("data: ", 0), 0u);
+  ASSERT_EQ(event.substr(event.size() - 2), "\n\n");
+  json chunk = json::parse(event.substr(6));
+  EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  json last = json::parse(
+      ChunkEvent("chatcmpl-1", 100, "m", 0, false, "", FinishReason::kLength)
+          .substr(6));
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_FALSE(last["choices"][0]["delta"].contains("role"));
+
+  json error = json::parse(ErrorJson(ToOpenAiFieldNames(
+      absl::InvalidArgumentError("parameters.top_p: must be in (0, 1]"))));
+  EXPECT_EQ(error["error"]["param"], "top_p");
+  EXPECT_EQ(error["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(error["error"]["message"], "top_p: must be in (0, 1]");
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kUnavailable), 503);
+  json busy = json::parse(ErrorJson(absl::ResourceExhaustedError("full")));
+  EXPECT_EQ(busy["error"]["type"], "rate_limit_error");
+  EXPECT_TRUE(busy["error"]["param"].is_null());
+}
+
+}  // namespace
+}  // namespace iblip::server::http
