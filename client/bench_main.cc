@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -54,6 +55,7 @@ constexpr char kUsage[] =
   --json-out FILE     also write the report as JSON
   --no-progress       no progress bar on stderr
   TLS: --tls, --tls-ca FILE, --tls-cert FILE --tls-key FILE, --tls-server-name NAME
+  --api-key KEY       (or IBLIP_API_KEY) when the server wants one
 )";
 
 double Seconds(Clock::duration d) {
@@ -61,9 +63,12 @@ double Seconds(Clock::duration d) {
 }
 
 RequestSample RunOne(v1::InstructBlipService::Stub& stub,
-                     const v1::GenerateRequest& request) {
+                     const v1::GenerateRequest& request,
+                     const std::string& api_key) {
   RequestSample sample;
   grpc::ClientContext context;
+  if (!api_key.empty())
+    context.AddMetadata("authorization", "Bearer " + api_key);
   const Clock::time_point start = Clock::now();
   Clock::time_point last;
   auto reader = stub.Generate(&context, request);
@@ -151,11 +156,11 @@ int Main(int argc, char** argv) {
   if (line.Has("help")) return std::cout << kUsage, 0;
   if (!line.command().empty())
     return UsageError("unexpected argument '" + line.command() + "'");
-  if (auto unknown =
-          line.Unknown({"help", "server", "workload", "image", "concurrency",
-                        "rate", "requests", "duration", "min-tokens",
-                        "max-tokens", "seed", "json-out", "no-progress", "tls",
-                        "tls-ca", "tls-cert", "tls-key", "tls-server-name"});
+  if (auto unknown = line.Unknown(
+          {"help", "server", "workload", "image", "concurrency", "rate",
+           "requests", "duration", "min-tokens", "max-tokens", "seed",
+           "json-out", "no-progress", "tls", "tls-ca", "tls-cert", "tls-key",
+           "tls-server-name", "api-key"});
       !unknown.empty()) {
     return UsageError("unknown flag --" + absl::StrJoin(unknown, ", --"));
   }
@@ -211,6 +216,9 @@ int Main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(
       line.Get("server").value_or("localhost:50051"), *credentials, args);
   auto stub = v1::InstructBlipService::NewStub(channel);
+  std::string api_key = line.Get("api-key").value_or("");
+  if (api_key.empty() && std::getenv("IBLIP_API_KEY"))
+    api_key = std::getenv("IBLIP_API_KEY");
 
   Progress progress(total, !line.Has("no-progress") && isatty(fileno(stderr)));
   std::atomic<int> next{0};
@@ -231,7 +239,7 @@ int Main(int argc, char** argv) {
     for (int i = take(); i >= 0; i = take()) {
       std::this_thread::sleep_until(arrival);
       threads.emplace_back([&, i] {
-        progress.Add(RunOne(*stub, workload[i % workload.size()]));
+        progress.Add(RunOne(*stub, workload[i % workload.size()], api_key));
       });
       arrival += std::chrono::microseconds(int64_t(gap(rng) * 1e6));
     }
@@ -239,7 +247,7 @@ int Main(int argc, char** argv) {
     for (int c = 0; c < int(*concurrency); ++c) {
       threads.emplace_back([&] {
         for (int i = take(); i >= 0; i = take())
-          progress.Add(RunOne(*stub, workload[i % workload.size()]));
+          progress.Add(RunOne(*stub, workload[i % workload.size()], api_key));
       });
     }
   }

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <set>
 
@@ -61,7 +62,8 @@ commands:
 
 common flags: --server HOST:PORT (default localhost:50051), --timeout SECONDS,
   TLS: --tls (system roots), --tls-ca FILE, --tls-cert FILE --tls-key FILE
-  (mutual TLS), --tls-server-name NAME (override the name checked)
+  (mutual TLS), --tls-server-name NAME (override the name checked);
+  --api-key KEY (or IBLIP_API_KEY in the environment) when the server wants one
 )";
 
 const char* CodeName(grpc::StatusCode code) {
@@ -101,13 +103,20 @@ int RpcError(const grpc::Status& status, const std::string& server) {
   return kExitRpcError;
 }
 
-void SetDeadline(const CommandLine& line, grpc::ClientContext& context,
-                 double timeout_s) {
+// The call's deadline (--timeout) and API key (--api-key, or the
+// IBLIP_API_KEY environment variable, so keys stay out of shell history).
+void PrepareContext(const CommandLine& line, grpc::ClientContext& context,
+                    double timeout_s) {
   if (line.Has("timeout")) {
     context.set_deadline(
         std::chrono::system_clock::now() +
         std::chrono::microseconds(static_cast<long long>(timeout_s * 1e6)));
   }
+  std::string key = line.Get("api-key").value_or("");
+  if (key.empty()) {
+    if (const char* env = std::getenv("IBLIP_API_KEY")) key = env;
+  }
+  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
 }
 
 std::string ToJson(const google::protobuf::Message& message) {
@@ -125,7 +134,7 @@ grpc::Status RunRequest(v1::InstructBlipService::Stub& stub,
                         const v1::GenerateRequest& request, bool unary,
                         bool echo, GenerationResult& result) {
   grpc::ClientContext context;
-  SetDeadline(line, context, timeout_s);
+  PrepareContext(line, context, timeout_s);
   if (unary) {
     v1::GenerateUnaryResponse response;
     grpc::Status status = stub.GenerateUnary(&context, request, &response);
@@ -225,7 +234,7 @@ int Info(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
          const std::string& server, double timeout_s) {
   auto stub = v1::InstructBlipService::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(line, context, timeout_s);
+  PrepareContext(line, context, timeout_s);
   v1::ModelInfo info;
   grpc::Status status =
       stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
@@ -241,7 +250,7 @@ int Tokenize(const CommandLine& line,
   if (!text) return UsageError("tokenize needs --text TEXT");
   auto stub = v1::InstructBlipService::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(line, context, timeout_s);
+  PrepareContext(line, context, timeout_s);
   v1::TokenizeRequest request;
   request.set_text(*text);
   v1::TokenizeResponse response;
@@ -256,7 +265,7 @@ int Health(const CommandLine& line,
            const std::string& server, double timeout_s) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(line, context, timeout_s);
+  PrepareContext(line, context, timeout_s);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(line.Get("service").value_or(""));
   grpc::health::v1::HealthCheckResponse response;
@@ -285,7 +294,8 @@ int Main(int argc, char** argv) {
         absl::StrCat("unexpected argument '", line.positional()[0], "'"));
   }
   std::set<std::string> known = {"server", "timeout", "help"};
-  known.insert({"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name"});
+  known.insert(
+      {"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "api-key"});
   if (line.command() == "generate" || line.command() == "chat") {
     for (const char* const* f = kGenerateFlags; *f != nullptr; ++f)
       known.insert(*f);

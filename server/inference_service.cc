@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "server/generate_reactors.h"
+#include "server/grpc_auth.h"
 #include "server/status_util.h"
 
 namespace iblip::server {
@@ -24,6 +25,10 @@ void InferenceService::StartGeneration(grpc::CallbackServerContext* context,
                                        const v1::GenerateRequest& request,
                                        const std::string& request_id,
                                        Reactor* reactor) {
+  if (absl::Status auth = CheckCallAuth(auth_, *context); !auth.ok()) {
+    pipeline_.deps().metrics->RequestFinished(auth.code());
+    return reactor->OnComplete(auth, UsageStats{});
+  }
   auto sink = std::make_shared<DetachableSink>(reactor);
   pipeline_.Start(request, request_id, ToAbslTime(context->deadline()), sink,
                   [&](const std::shared_ptr<GenerationRequest>& generation) {
@@ -53,8 +58,12 @@ grpc::ServerUnaryReactor* InferenceService::GenerateUnary(
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
     grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
     v1::ModelInfo* response) {
-  *response = pipeline_.deps().model_info;
   auto* reactor = context->DefaultReactor();
+  if (absl::Status auth = CheckCallAuth(auth_, *context); !auth.ok()) {
+    reactor->Finish(ToGrpcStatus(auth));
+    return reactor;
+  }
+  *response = pipeline_.deps().model_info;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -63,6 +72,10 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(
     grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
     v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status auth = CheckCallAuth(auth_, *context); !auth.ok()) {
+    reactor->Finish(ToGrpcStatus(auth));
+    return reactor;
+  }
   if (request->text().size() > pipeline_.deps().limits.max_prompt_bytes) {
     reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
         "text: must be at most ", pipeline_.deps().limits.max_prompt_bytes,

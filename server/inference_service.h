@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "iblip/v1/iblip.grpc.pb.h"
+#include "server/api_key_auth.h"
 #include "server/generation_pipeline.h"
 
 namespace iblip::server {
@@ -13,9 +14,10 @@ namespace iblip::server {
 // the GenerationPipeline (shared with the HTTP endpoint); they never block.
 class InferenceService final : public v1::InstructBlipService::CallbackService {
  public:
-  // `pipeline` is owned by the Server and outlives the service.
-  explicit InferenceService(GenerationPipeline& pipeline)
-      : pipeline_(pipeline) {}
+  // `pipeline` and `auth` (null: no API keys) are owned by the Server and
+  // outlive the service.
+  InferenceService(GenerationPipeline& pipeline, const ApiKeyAuth* auth)
+      : pipeline_(pipeline), auth_(auth) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -39,6 +41,7 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
                        const std::string& request_id, Reactor* reactor);
 
   GenerationPipeline& pipeline_;
+  const ApiKeyAuth* const auth_;
 };
 
 }  // namespace iblip::server

@@ -5,7 +5,10 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <fstream>
 #include <future>
+#include <set>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -14,7 +17,9 @@
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
+#include "server/api_key_auth.h"
 #include "server/engine.h"
+#include "server/health_service.h"
 #include "server/http/http_server.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
@@ -108,6 +113,51 @@ class WarmupSink final : public ResponseSink {
 
 }  // namespace
 
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path,
+                                    absl::string_view option) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(option, ": cannot read '", path, "'"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Plaintext, TLS (cert_file + key_file), or mutual TLS (+ client_ca_file).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const config::TlsConfig& tls) {
+  if (tls.cert_file().empty() && tls.key_file().empty()) {
+    if (!tls.client_ca_file().empty()) {
+      return absl::InvalidArgumentError(
+          "tls.client_ca_file: mutual TLS needs tls.cert_file and "
+          "tls.key_file too");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.cert_file().empty() || tls.key_file().empty()) {
+    return absl::InvalidArgumentError(
+        "tls: cert_file and key_file go together");
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert_file(), "tls.cert_file"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key_file(), "tls.key_file"));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!tls.client_ca_file().empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs,
+                     ReadPem(tls.client_ca_file(), "tls.client_ca_file"));
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
+
 struct Server::Impl {
   // Declaration order is construction order; destruction runs backwards
   // (see the class comment).
@@ -123,17 +173,15 @@ struct Server::Impl {
   std::unique_ptr<FeatureCache> feature_cache;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<WorkerPool> preprocess_pool;
+  std::unique_ptr<ApiKeyAuth> auth;  // null: no API keys
   std::unique_ptr<GenerationPipeline> pipeline;
   std::unique_ptr<InferenceService> service;
+  std::unique_ptr<HealthService> health;
   std::unique_ptr<MetricsHttpServer> metrics_http;
   std::unique_ptr<http::HttpServer> http_server;
   std::unique_ptr<grpc::Server> grpc_server;
 
-  void SetHealth(bool serving) {
-    auto* health = grpc_server->GetHealthCheckService();
-    health->SetServingStatus(serving);
-    health->SetServingStatus(kServiceName, serving);
-  }
+  void SetHealth(bool serving) { health->SetServing(serving); }
 
   absl::Status Warmup() {
     RETURN_IF_ERROR(engine->Admit());
@@ -159,6 +207,7 @@ struct Server::Impl {
   }
 
   ~Impl() {
+    if (health) health->Shutdown();
     if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now());
   }
 };
@@ -233,7 +282,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   deps.limits = limits;
   deps.model_info = BuildModelInfo(manifest, limits, impl->model->device());
   impl->pipeline = std::make_unique<GenerationPipeline>(std::move(deps));
-  impl->service = std::make_unique<InferenceService>(*impl->pipeline);
+  if (!config.auth().api_keys_file().empty()) {
+    ASSIGN_OR_RETURN(impl->auth,
+                     ApiKeyAuth::LoadFile(config.auth().api_keys_file()));
+  }
+  impl->service =
+      std::make_unique<InferenceService>(*impl->pipeline, impl->auth.get());
+  impl->health = std::make_unique<HealthService>(
+      std::set<std::string>{"", kServiceName},
+      config.auth().health_exempt() ? nullptr : impl->auth.get());
 
   if (config.metrics_enabled()) {
     ASSIGN_OR_RETURN(impl->metrics_http,
@@ -255,17 +312,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
     // Base64 makes images 4/3 larger; the rest of a chat body is small.
     http_options.max_body_bytes = limits.max_request_bytes / 3 * 4 + (1 << 20);
     http_options.model_id = manifest.model_id;
+    http_options.auth = impl->auth.get();
     ASSIGN_OR_RETURN(impl->http_server,
                      http::HttpServer::Start(http_options, *impl->pipeline));
   }
 
-  grpc::EnableDefaultHealthCheckService(true);
+  ASSIGN_OR_RETURN(auto credentials, ServerCredentials(config.tls()));
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(config.host(), ":", config.port());
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                           &impl->port);
+  builder.AddListeningPort(address, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
+  builder.RegisterService(impl->health.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
   if (config.max_connection_age_s() > 0) {
     // GOAWAY after this age: clients reconnect, and a load balancer spreads

@@ -197,6 +197,14 @@ bool HttpServer::Impl::Handle(Connection& connection, const Request& request) {
                   ModelsJson(options.model_id, created));
     }
   }
+  if (options.auth != nullptr && path.rfind("/v1/", 0) == 0) {
+    const auto header = request.find(bhttp::field::authorization);
+    const absl::Status auth = options.auth->Check(
+        header == request.end() ? absl::string_view()
+                                : absl::string_view(header->value().data(),
+                                                    header->value().size()));
+    if (!auth.ok()) return SendError(connection, request, auth);
+  }
   if (path == "/v1/chat/completions") {
     if (request.method() != bhttp::verb::post) {
       return Send(connection, request, 405, "application/json",

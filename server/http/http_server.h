@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/api_key_auth.h"
 #include "server/generation_pipeline.h"
 #include "server/http/chat_protocol.h"
 
@@ -30,6 +31,7 @@ class HttpServer {
     HistoryMode history = HistoryMode::kLatest;
     uint64_t max_body_bytes = 32u << 20;
     std::string model_id;
+    const ApiKeyAuth* auth = nullptr;  // API keys for /v1/*; null: none
   };
 
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(

@@ -171,7 +171,9 @@ TEST(ServerTest, DeadlinesEndQueuedAndRunningRequests) {
   Running running = StartServer([](config::ServerConfig& c) {
     c.mutable_scheduler()->set_max_running_sequences(1);
   });
-  const int max_tokens = 100;
+  // Long requests (the tiny model's context allows ~470 tokens), so the
+  // deadlines below fall well inside them even on a loaded machine.
+  const int max_tokens = 450;
   const absl::Time start = absl::Now();
   ASSERT_EQ(
       Unary(*running.stub, Request("describe", max_tokens, max_tokens)).size(),
@@ -237,7 +239,9 @@ TEST(ServerTest, DrainTurnsHealthNotServingRefusesNewWorkAndFinishesRunning) {
   EXPECT_EQ(Health(running.channel, "iblip.v1.InstructBlipService"),
             HealthCheckResponse::SERVING);
 
-  const int tokens = 200;
+  // Long enough (the tiny model's context allows ~470) that the drain
+  // below certainly overlaps it.
+  const int tokens = 450;
   auto in_flight = std::async(std::launch::async, [&] {
     return Stream(*running.stub, Request("describe", tokens, tokens));
   });

@@ -35,12 +35,19 @@ def build_request(image, prompt="", *, priority=None, request_id="", **parameter
 class Client:
     """Blocking client over one channel. Methods raise grpc.RpcError."""
 
-    def __init__(self, address, *, timeout=None, channel=None):
-        self._channel = channel or grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 << 20),
-                              ("grpc.max_send_message_length", 64 << 20)])
+    def __init__(self, address, *, timeout=None, channel=None, api_key=None,
+                 root_certificates=None):
+        """`api_key`: sent as 'authorization: Bearer KEY' on every call.
+        `root_certificates` (PEM bytes): connect with TLS, trusting them."""
+        options = [("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.max_send_message_length", 64 << 20)]
+        if channel is None and root_certificates is not None:
+            channel = grpc.secure_channel(
+                address, grpc.ssl_channel_credentials(root_certificates), options=options)
+        self._channel = channel or grpc.insecure_channel(address, options=options)
         self._stub = iblip_pb2_grpc.InstructBlipServiceStub(self._channel)
         self._timeout = timeout
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     def close(self):
         self._channel.close()
@@ -54,17 +61,21 @@ class Client:
     def generate(self, image, prompt="", **kwargs):
         """Streams GenerateResponse messages. Cancel by closing the iterator."""
         timeout = kwargs.pop("timeout", self._timeout)
-        return self._stub.Generate(build_request(image, prompt, **kwargs), timeout=timeout)
+        return self._stub.Generate(build_request(image, prompt, **kwargs), timeout=timeout,
+                                   metadata=self._metadata)
 
     def generate_unary(self, image, prompt="", **kwargs):
         timeout = kwargs.pop("timeout", self._timeout)
-        return self._stub.GenerateUnary(build_request(image, prompt, **kwargs), timeout=timeout)
+        return self._stub.GenerateUnary(build_request(image, prompt, **kwargs), timeout=timeout,
+                                        metadata=self._metadata)
 
     def info(self):
-        return self._stub.GetModelInfo(iblip_pb2.GetModelInfoRequest(), timeout=self._timeout)
+        return self._stub.GetModelInfo(iblip_pb2.GetModelInfoRequest(), timeout=self._timeout,
+                                       metadata=self._metadata)
 
     def tokenize(self, text):
-        return self._stub.Tokenize(iblip_pb2.TokenizeRequest(text=text), timeout=self._timeout)
+        return self._stub.Tokenize(iblip_pb2.TokenizeRequest(text=text), timeout=self._timeout,
+                                   metadata=self._metadata)
 
     def health(self, service=""):
         """True if grpc.health.v1 says SERVING. (Encoded by hand: grpcio ships
@@ -73,4 +84,5 @@ class Client:
                                           response_deserializer=None)
         encoded = service.encode()
         request = (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
-        return check(request, timeout=self._timeout or 5) == b"\x08\x01"
+        return check(request, timeout=self._timeout or 5,
+                     metadata=self._metadata) == b"\x08\x01"
