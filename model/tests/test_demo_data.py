@@ -1,35 +1,57 @@
-"""The synthetic visual-question generator behind the demo model."""
+"""The synthetic visual-question generator behind the demo model, and the
+trainer's auxiliary labels."""
 
 import io
 import random
 
 from PIL import Image
 
-from iblip_model.demo import shapes
+from iblip_model.demo import shapes, train
 
 
 def test_examples_are_deterministic_and_consistent():
-    first = list(shapes.examples(5, 40))
-    assert first == list(shapes.examples(5, 40))
-    assert first != list(shapes.examples(6, 40))
+    first = list(shapes.examples(5, 60))
+    assert first == list(shapes.examples(5, 60))
+    assert first != list(shapes.examples(6, 60))
     kinds = {kind for _, kind, _, _ in first}
     assert kinds == set(shapes.TYPES)
     for image, kind, instruction, answer in first:
         Image.open(io.BytesIO(image)).verify()  # PNG or JPEG that decodes
         if kind == "count":
-            assert answer in shapes.NUMBERS[1:]
-        if kind in ("presence",):
+            assert answer in shapes.NUMBERS[1:shapes.MAX_SHAPES + 1]
+        if kind == "presence":
             assert answer in ("yes", "no")
         if kind == "position":
-            assert answer in ("left", "right")
+            assert answer in shapes.QUARTERS + ["left", "right", "top", "bottom"]
 
 
 def test_answers_follow_the_scene():
     rng = random.Random(1)
-    scene = [{"shape": "circle", "color": "red", "column": 0},
-             {"shape": "star", "color": "blue", "column": 3}]
-    assert shapes.caption(scene) == "a red circle and a blue star"
+    scene = [{"shape": "circle", "color": "red", "quarter": 0},
+             {"shape": "star", "color": "orange", "quarter": 3}]
+    assert shapes.caption(scene) == "a red circle and an orange star"
     assert shapes.question(scene, rng, "count")[2] == "two"
-    for _ in range(10):
+    for _ in range(20):
         kind, instruction, answer = shapes.question(scene, rng, "position")
-        assert answer == ("left" if "circle" in instruction else "right")
+        circle = "circle" in instruction
+        if "left or" in instruction:
+            assert answer == ("left" if circle else "right")
+        elif "top or" in instruction:
+            assert answer == ("top" if circle else "bottom")
+        else:
+            assert answer == ("top left" if circle else "bottom right")
+
+
+def test_shapes_are_drawn_in_their_quarter():
+    scene = [{"shape": "square", "color": "blue", "quarter": 1}]
+    image = shapes.render(scene, random.Random(3), encode=False).convert("RGB")
+    w, h = image.size
+    blue = shapes.COLORS["blue"]
+    assert image.getpixel((3 * w // 4, h // 4)) == blue      # top right: the square
+    assert image.getpixel((w // 4, 3 * h // 4)) != blue      # bottom left: background
+
+
+def test_quarter_labels_mark_empty_quarters():
+    labels = train.quarter_labels([{"shape": "star", "color": "green", "quarter": 2}])
+    assert labels.tolist() == [[4, 6], [4, 6], [shapes.SHAPES.index("star"),
+                                                list(shapes.COLORS).index("green")], [4, 6]]

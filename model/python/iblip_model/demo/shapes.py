@@ -1,12 +1,16 @@
-"""Synthetic visual questions: 1-4 shapes (circle, square, triangle, star) in
+"""Synthetic visual questions: 1-3 shapes (circle, square, triangle, star) in
 several colors, sizes and positions on varied backgrounds and image sizes,
 some JPEG-compressed, with instructions in several templates and short
 answers. Deterministic from a seed.
 
-Question types: color ("what color is the circle?" -> "red"), count ("how
-many shapes are there?" -> "three"), presence ("is there a star?" -> "yes"),
-position ("where is the blue square?" -> "left"), caption ("describe the
-image." -> "a red circle and a blue square", shapes listed left to right).
+Each shape sits in its own quarter of the image (top left, top right, bottom
+left, bottom right), jittered and sized at random, so every answer is
+unambiguous. Question types: color ("what color is the circle?" -> "red"),
+count ("how many shapes are there?" -> "three"), presence ("is there a
+star?" -> "yes"), position ("where is the square?" -> "top left"; "is the
+square on the left or on the right?" -> "left"; "... at the top or at the
+bottom?" -> "top"), caption ("describe the image." -> "a red circle and a
+blue square", shapes in reading order).
 """
 
 import io
@@ -30,7 +34,8 @@ TEMPLATES = {
     "presence": ["is there a {shape}?", "does the image contain a {shape}?",
                  "Question: is there a {shape} in the picture? Short answer:", "can you see a {shape}?"],
     "position": ["where is the {shape}?", "is the {shape} on the left or on the right?",
-                 "Question: on which side is the {shape}? Short answer:", "which side is the {shape} on?"],
+                 "is the {shape} at the top or at the bottom?",
+                 "Question: in which part of the image is the {shape}? Short answer:"],
     "caption": ["describe the image.", "write a short caption.", "A short image caption:",
                 "what is in the picture?"],
 }
@@ -54,14 +59,17 @@ def _draw(draw, shape, box, color):
         draw.polygon(points, fill=color)
 
 
+MAX_SHAPES = 3  # 4 quarters, at most 3 taken: captions stay short enough to learn in 30 min
+QUARTERS = ["top left", "top right", "bottom left", "bottom right"]  # reading order
+
+
 def random_scene(rng):
-    """Distinct shapes (one per kind) in columns, so left/right and the
-    caption order are unambiguous."""
-    count = rng.randint(1, 4)
+    """Distinct shapes (one per kind), each in its own quarter."""
+    count = rng.randint(1, MAX_SHAPES)
     kinds = rng.sample(SHAPES, count)
     colors = [rng.choice(list(COLORS)) for _ in kinds]
-    columns = sorted(rng.sample(range(4), count))
-    return [{"shape": s, "color": c, "column": col} for s, c, col in zip(kinds, colors, columns)]
+    quarters = sorted(rng.sample(range(4), count))
+    return [{"shape": s, "color": c, "quarter": q} for s, c, q in zip(kinds, colors, quarters)]
 
 
 def render(scene, rng, encode=True):
@@ -70,11 +78,12 @@ def render(scene, rng, encode=True):
     background = rng.choice(BACKGROUNDS)
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
-    cell = width / 4
+    cell_w, cell_h = width / 2, height / 2
     for obj in scene:
-        size = rng.uniform(0.55, 0.9) * min(cell, height * 0.8)
-        cx = (obj["column"] + 0.5) * cell + rng.uniform(-0.1, 0.1) * cell
-        cy = rng.uniform(size / 2 + 2, height - size / 2 - 2)
+        row, column = divmod(obj["quarter"], 2)
+        size = rng.uniform(0.55, 0.85) * min(cell_w, cell_h)
+        cx = (column + 0.5) * cell_w + rng.uniform(-0.1, 0.1) * cell_w
+        cy = (row + 0.5) * cell_h + rng.uniform(-0.1, 0.1) * cell_h
         color = COLORS[obj["color"]]
         if background == color:
             color = (128, 128, 128)
@@ -90,7 +99,8 @@ def render(scene, rng, encode=True):
 
 
 def caption(scene):
-    return " and ".join(f"a {o['color']} {o['shape']}" for o in scene)
+    return " and ".join(f"{'an' if o['color'][0] in 'aeiou' else 'a'} {o['color']} {o['shape']}"
+                        for o in scene)
 
 
 def question(scene, rng, kind=None):
@@ -107,7 +117,10 @@ def question(scene, rng, kind=None):
         return kind, template.format(shape=shape), "yes" if any(o["shape"] == shape for o in scene) else "no"
     if kind == "position":
         obj = rng.choice(scene)
-        return kind, template.format(shape=obj["shape"]), "left" if obj["column"] < 2 else "right"
+        vertical, horizontal = QUARTERS[obj["quarter"]].split()
+        answer = {"left or": horizontal, "top or": vertical}.get(
+            next((k for k in ("left or", "top or") if k in template), None), QUARTERS[obj["quarter"]])
+        return kind, template.format(shape=obj["shape"]), answer
     return kind, template, caption(scene)
 
 
@@ -127,7 +140,8 @@ def corpus_lines():
         for t in templates:
             for shape in SHAPES:
                 lines.append(t.format(shape=shape))
-    lines += list(COLORS) + NUMBERS + ["yes", "no", "left", "right", "a", "and"] + SHAPES
+    lines += list(COLORS) + NUMBERS + QUARTERS + ["yes", "no", "left", "right", "top", "bottom",
+                                                  "a", "an", "and"] + SHAPES
     rng = random.Random(99)
     for _ in range(500):
         lines.append(caption(random_scene(rng)))
