@@ -24,6 +24,7 @@
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/engine.h"
+#include "spdlog/spdlog.h"
 
 namespace iblip::server {
 namespace {
@@ -161,6 +162,8 @@ LevelResult RunLevel(Engine& engine, const model::PackageManifest& manifest,
 }
 
 int Main(int argc, char** argv) {
+  // One access-log line per request would bury the table.
+  spdlog::set_level(spdlog::level::warn);
   auto parsed = CommandLine::Parse(argc, argv, {});
   if (!parsed.ok() || !parsed->Get("model")) {
     std::cerr
