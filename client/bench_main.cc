@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/channel_credentials.h"
@@ -90,25 +91,9 @@ RequestSample RunOne(v1::InstructBlipService::Stub& stub,
   const grpc::Status status = reader->Finish();
   sample.e2e_s = Seconds(Clock::now() - start);
   if (!status.ok()) {
-    static const char* const kNames[] = {"OK",
-                                         "CANCELLED",
-                                         "UNKNOWN",
-                                         "INVALID_ARGUMENT",
-                                         "DEADLINE_EXCEEDED",
-                                         "NOT_FOUND",
-                                         "ALREADY_EXISTS",
-                                         "PERMISSION_DENIED",
-                                         "RESOURCE_EXHAUSTED",
-                                         "FAILED_PRECONDITION",
-                                         "ABORTED",
-                                         "OUT_OF_RANGE",
-                                         "UNIMPLEMENTED",
-                                         "INTERNAL",
-                                         "UNAVAILABLE",
-                                         "DATA_LOSS",
-                                         "UNAUTHENTICATED"};
-    const int code = static_cast<int>(status.error_code());
-    sample.code = code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+    // gRPC's codes are absl's, with the same names.
+    sample.code = absl::StatusCodeToString(
+        static_cast<absl::StatusCode>(status.error_code()));
   }
   return sample;
 }
