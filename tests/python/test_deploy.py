@@ -67,6 +67,9 @@ def test_dockerfile_is_multistage_bookworm_non_root_and_uses_setup():
     assert user and not user[-1].split()[1].startswith(("0", "root"))
     assert "EXPOSE 50051 9090" in runtime
     assert any("/models/demo" in line for line in runtime)
+    # The package it ships exists whether or not a trained demo is committed.
+    copy = next(line for line in build if "/out/models/demo" in line)
+    assert "build/demo-model" in copy and "build/tiny-package" in copy
 
 
 def test_runtime_image_packages_cover_every_library_the_server_loads():
