@@ -1,6 +1,7 @@
 #include "server/generate_reactors.h"
 
 #include "absl/time/time.h"
+#include "server/delta_queue.h"
 #include "server/status_util.h"
 
 namespace iblip::server {
@@ -61,7 +62,8 @@ void StreamGenerateReactor::Attach(std::shared_ptr<GenerationRequest> request,
   sink_ = std::move(sink);
 }
 
-void StreamGenerateReactor::OnDelta(SequenceDelta delta) {
+v1::GenerateResponse StreamGenerateReactor::ToMessage(
+    SequenceDelta delta) const {
   v1::GenerateResponse message;
   message.set_request_id(request_id_);
   message.set_index(delta.index);
@@ -70,7 +72,14 @@ void StreamGenerateReactor::OnDelta(SequenceDelta delta) {
                                    delta.token_ids.end());
   message.set_elapsed_us(absl::ToInt64Microseconds(delta.elapsed));
   message.set_finish_reason(ToProto(delta.finish_reason));
-  Enqueue(std::move(message));
+  return message;
+}
+
+void StreamGenerateReactor::OnDelta(SequenceDelta delta) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (finished_ || finish_requested_) return;
+  QueueDelta(pending_, std::move(delta));
+  Pump(lock);
 }
 
 void StreamGenerateReactor::OnComplete(const absl::Status& status,
@@ -78,42 +87,27 @@ void StreamGenerateReactor::OnComplete(const absl::Status& status,
   std::unique_lock<std::mutex> lock(mutex_);
   if (finished_ || finish_requested_) return;
   if (status.ok()) {
-    v1::GenerateResponse last;
-    last.set_request_id(request_id_);
-    last.set_elapsed_us(absl::ToInt64Microseconds(usage.total_time));
-    *last.mutable_usage() = ToProto(usage);
-    pending_.push_back(std::move(last));
+    usage_message_.emplace();
+    usage_message_->set_request_id(request_id_);
+    usage_message_->set_elapsed_us(absl::ToInt64Microseconds(usage.total_time));
+    *usage_message_->mutable_usage() = ToProto(usage);
   }
   finish_requested_ = true;
   final_status_ = ToGrpcStatus(status);
   Pump(lock);
 }
 
-void StreamGenerateReactor::Enqueue(v1::GenerateResponse message) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (finished_ || finish_requested_) return;
-  // While a write is in flight, new tokens join the sequence's unsent
-  // message: a slow reader gets fewer, larger messages, and the buffer holds
-  // at most one message per sequence (plus finished ones), however slow it is.
-  for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
-    if (it->index() != message.index()) continue;
-    if (it->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) break;
-    it->mutable_text()->append(message.text());
-    it->mutable_token_ids()->MergeFrom(message.token_ids());
-    it->set_elapsed_us(message.elapsed_us());
-    it->set_finish_reason(message.finish_reason());
-    return;
-  }
-  pending_.push_back(std::move(message));
-  Pump(lock);
-}
-
 void StreamGenerateReactor::Pump(std::unique_lock<std::mutex>& lock) {
   if (writing_ || finished_) return;
-  if (!pending_.empty()) {
+  if (!pending_.empty() || usage_message_) {
     writing_ = true;
-    in_flight_ = std::move(pending_.front());
-    pending_.pop_front();
+    if (!pending_.empty()) {
+      in_flight_ = ToMessage(std::move(pending_.front()));
+      pending_.pop_front();
+    } else {
+      in_flight_ = std::move(*usage_message_);
+      usage_message_.reset();
+    }
     lock.unlock();
     StartWrite(&in_flight_);
     return;
@@ -133,6 +127,7 @@ void StreamGenerateReactor::OnWriteDone(bool ok) {
     // The client is gone: stop generating for it and end the RPC.
     if (request_) request_->cancelled.store(true);
     pending_.clear();
+    usage_message_.reset();
     if (!finish_requested_) {
       finish_requested_ = true;
       final_status_ =
@@ -146,6 +141,7 @@ void StreamGenerateReactor::OnCancel() {
   if (request_) request_->cancelled.store(true);
   std::unique_lock<std::mutex> lock(mutex_);
   pending_.clear();
+  usage_message_.reset();
   if (!finish_requested_) {
     finish_requested_ = true;
     final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");

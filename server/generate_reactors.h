@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "iblip/v1/iblip.grpc.pb.h"
 #include "server/generation_request.h"
@@ -34,10 +35,10 @@ class DetachableSink final : public ResponseSink {
 v1::FinishReason ToProto(FinishReason reason);
 v1::Usage ToProto(const UsageStats& usage);
 
-// Server-streaming Generate. At most one write in flight; results queue in
-// `pending_` meanwhile (the engine never waits for a slow reader), merged
-// per sequence so the queue stays bounded. Finish is called exactly once:
-// after the last write, or at cancellation.
+// Server-streaming Generate. At most one write in flight; deltas queue in
+// `pending_` meanwhile (QueueDelta: merged per sequence, so the engine never
+// waits and the queue stays bounded). Finish is called exactly once: after
+// the last write (the usage message), or at cancellation.
 class StreamGenerateReactor final
     : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       public ResponseSink {
@@ -60,7 +61,7 @@ class StreamGenerateReactor final
   void OnDone() override;
 
  private:
-  void Enqueue(v1::GenerateResponse message);
+  v1::GenerateResponse ToMessage(SequenceDelta delta) const;
   // Starts the next write, or Finish when everything was written and the
   // result is known. Called with mutex_ held; releases it.
   void Pump(std::unique_lock<std::mutex>& lock);
@@ -70,12 +71,14 @@ class StreamGenerateReactor final
   std::shared_ptr<DetachableSink> sink_;        // set by Attach
 
   std::mutex mutex_;
-  std::deque<v1::GenerateResponse> pending_;  // guarded by mutex_
-  v1::GenerateResponse in_flight_;            // owned by the write in flight
-  bool writing_ = false;                      // guarded by mutex_
-  bool finish_requested_ = false;             // guarded by mutex_
-  bool finished_ = false;      // Finish called; guarded by mutex_
-  grpc::Status final_status_;  // guarded by mutex_
+  std::deque<SequenceDelta> pending_;  // guarded by mutex_
+  // The final message (usage), sent after the deltas; guarded by mutex_.
+  std::optional<v1::GenerateResponse> usage_message_;
+  v1::GenerateResponse in_flight_;  // owned by the write in flight
+  bool writing_ = false;            // guarded by mutex_
+  bool finish_requested_ = false;   // guarded by mutex_
+  bool finished_ = false;           // Finish called; guarded by mutex_
+  grpc::Status final_status_;       // guarded by mutex_
 };
 
 // GenerateUnary: collects every sequence and answers once.

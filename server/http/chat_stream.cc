@@ -1,22 +1,13 @@
 #include "server/http/chat_stream.h"
 
+#include "server/delta_queue.h"
+
 namespace iblip::server::http {
 
 void ChatStream::OnDelta(SequenceDelta delta) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = deltas_.rbegin(); it != deltas_.rend(); ++it) {
-      if (it->index != delta.index) continue;
-      if (it->finish_reason != FinishReason::kNone) break;
-      it->text += delta.text;
-      it->token_ids.insert(it->token_ids.end(), delta.token_ids.begin(),
-                           delta.token_ids.end());
-      it->elapsed = delta.elapsed;
-      it->finish_reason = delta.finish_reason;
-      ready_.notify_one();
-      return;
-    }
-    deltas_.push_back(std::move(delta));
+    QueueDelta(deltas_, std::move(delta));
   }
   ready_.notify_one();
 }

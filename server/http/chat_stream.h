@@ -11,9 +11,8 @@
 namespace iblip::server::http {
 
 // The engine's results for one HTTP request, handed from the engine thread
-// to the connection's thread. Never blocks the engine: while the connection
-// is behind, new text joins the sequence's pending delta (bounded memory,
-// like the gRPC stream).
+// to the connection's thread through a QueueDelta queue (bounded however
+// slow the connection is; the engine never waits).
 class ChatStream final : public ResponseSink {
  public:
   void OnDelta(SequenceDelta delta) override;
