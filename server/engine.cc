@@ -339,7 +339,10 @@ void Engine::AdmitWaiting() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     starting = scheduler_.TakePrefills(pool_->free_slots(), pool_->capacity());
+    // They move from waiting to running in one step, so WaitIdle (drain)
+    // never sees neither while they prefill; the loop's end recounts.
     admitted_ -= static_cast<int>(starting.size());
+    running_count_ += static_cast<int>(starting.size());
     metrics_.SetWaiting(admitted_);
   }
   for (auto& request : starting) StartRequest(std::move(request));
