@@ -28,7 +28,12 @@ absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(
   const std::string path =
       shim_path.empty() ? DefaultSentencePieceShimPath() : shim_path;
   // DEEPBIND: the module's sentencepiece binds to its own bundled protobuf.
-  void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#ifdef IBLIP_SPM_NO_DEEPBIND
+  constexpr int kDeepBind = 0;  // sanitizer builds (see model/CMakeLists.txt)
+#else
+  constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+  void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
   if (module == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot load the SentencePiece module ", path, ": ", dlerror()));

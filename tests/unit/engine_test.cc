@@ -12,6 +12,7 @@
 #include "model/runtime/package.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_package.h"
+#include "tests/unit/tiny_model.h"
 
 namespace iblip::server {
 namespace {

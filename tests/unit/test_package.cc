@@ -73,16 +73,12 @@ std::string EncodeSolidImage(int width, int height, int r, int g, int b,
   return std::string(bytes.begin(), bytes.end());
 }
 
-TinyModel& SharedTinyModel() {
-  static TinyModel* tiny = [] {
-    auto* t = new TinyModel;
+const TinyTokenizers& SharedTinyTokenizers() {
+  static const TinyTokenizers* tiny = [] {
+    auto* t = new TinyTokenizers;
     auto manifest = model::LoadPackageManifest(TinyPackageDir());
     if (!manifest.ok()) throw std::runtime_error(manifest.status().ToString());
     t->manifest = *manifest;
-    auto loaded = model::InstructBlipModel::Load(
-        t->manifest, model::RuntimeOptions{"cpu", 1});
-    if (!loaded.ok()) throw std::runtime_error(loaded.status().ToString());
-    t->model = std::move(*loaded);
     auto lm = model::LmTokenizer::Load(t->manifest.lm_tokenizer);
     if (!lm.ok()) throw std::runtime_error(lm.status().ToString());
     t->lm_tokenizer = std::move(*lm);

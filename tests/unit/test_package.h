@@ -1,12 +1,12 @@
 #pragma once
 
 // Shared helpers for the unit tests: the tiny random package built by CMake,
-// the shared reference fixtures, and encoded test images.
+// the shared reference fixtures, and encoded test images. Torch-free (the
+// sanitizer build links it); the loaded model is in tiny_model.h.
 
 #include <memory>
 #include <string>
 
-#include "model/runtime/instructblip_model.h"
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
@@ -32,13 +32,12 @@ std::string ReadFileOrDie(const std::string& path);
 std::string EncodeSolidImage(int width, int height, int r, int g, int b,
                              const std::string& extension = ".png");
 
-// The tiny package loaded once per test binary (loading costs ~100 ms).
-struct TinyModel {
+// The tiny package's manifest and tokenizers, loaded once per test binary.
+struct TinyTokenizers {
   model::PackageManifest manifest;
-  std::unique_ptr<model::InstructBlipModel> model;
   std::unique_ptr<model::LmTokenizer> lm_tokenizer;
   std::unique_ptr<model::WordPieceTokenizer> qformer_tokenizer;
 };
-TinyModel& SharedTinyModel();
+const TinyTokenizers& SharedTinyTokenizers();
 
 }  // namespace iblip::testing

@@ -7,7 +7,7 @@
 namespace iblip::model {
 namespace {
 
-using testing::SharedTinyModel;
+using testing::SharedTinyTokenizers;
 
 std::vector<int32_t> WithoutBos(std::vector<int32_t> ids) {
   ids.erase(ids.begin());
@@ -15,7 +15,7 @@ std::vector<int32_t> WithoutBos(std::vector<int32_t> ids) {
 }
 
 TEST(TextStreamerTest, DeltasConcatenateToTheFullDecode) {
-  const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
+  const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   const std::string text =
       "the red circle is left of a blue star \xE6\x97\xA5 \xF0\x9F\x98\x80 ok";
   const auto ids = WithoutBos(tokenizer.EncodePrompt(text));
@@ -33,7 +33,7 @@ TEST(TextStreamerTest, DeltasConcatenateToTheFullDecode) {
 }
 
 TEST(TextStreamerTest, StopSequenceSpanningTokensEndsTheText) {
-  const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
+  const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   const auto ids =
       WithoutBos(tokenizer.EncodePrompt("a red circle and a blue square"));
   TextStreamer streamer(tokenizer, {"d a b"});
@@ -52,7 +52,7 @@ TEST(TextStreamerTest, StopSequenceSpanningTokensEndsTheText) {
 }
 
 TEST(TextStreamerTest, HeldBackPrefixIsReleasedWhenItIsNotAStop) {
-  const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
+  const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   const auto ids = WithoutBos(tokenizer.EncodePrompt("one two three"));
   TextStreamer streamer(tokenizer, {"three four"});
   std::string streamed;

@@ -18,30 +18,30 @@ namespace {
 
 using testing::FixturePackageDir;
 using testing::FixturesDir;
-using testing::SharedTinyModel;
+using testing::SharedTinyTokenizers;
 
 TEST(LmTokenizerTest, PromptStartsWithBosAndRoundTrips) {
-  const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
+  const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   auto ids = tokenizer.EncodePrompt("what color is the circle");
   ASSERT_GE(ids.size(), 2u);
   EXPECT_EQ(ids[0], 2);
   EXPECT_EQ(tokenizer.Decode(ids), "what color is the circle");
   EXPECT_EQ(tokenizer.TokenString(2), "</s>");
   const int32_t pad =
-      SharedTinyModel().manifest.lm_tokenizer.added_tokens.at("[PAD]");
+      SharedTinyTokenizers().manifest.lm_tokenizer.added_tokens.at("[PAD]");
   EXPECT_EQ(tokenizer.TokenString(pad), "[PAD]");
   EXPECT_EQ(tokenizer.vocab_size(), pad + 1);
 }
 
 TEST(LmTokenizerTest, ByteFallbackRoundTripsNonAscii) {
-  const LmTokenizer& tokenizer = *SharedTinyModel().lm_tokenizer;
+  const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   const std::string text =
       "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80";
   EXPECT_EQ(tokenizer.Decode(tokenizer.EncodePrompt(text)), text);
 }
 
 TEST(LmTokenizerTest, MissingShimOrModelIsAnError) {
-  LmTokenizerSpec spec = SharedTinyModel().manifest.lm_tokenizer;
+  LmTokenizerSpec spec = SharedTinyTokenizers().manifest.lm_tokenizer;
   EXPECT_FALSE(LmTokenizer::Load(spec, "/nonexistent/shim.so").ok());
   spec.model_path = "/nonexistent/tokenizer.model";
   EXPECT_FALSE(LmTokenizer::Load(spec).ok());
