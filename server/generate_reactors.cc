@@ -1,5 +1,7 @@
 #include "server/generate_reactors.h"
 
+#include <grpcpp/support/proto_buffer_writer.h>
+
 #include "absl/time/time.h"
 #include "server/delta_queue.h"
 #include "server/status_util.h"
@@ -53,6 +55,19 @@ v1::Usage ToProto(const UsageStats& usage) {
   return out;
 }
 
+namespace {
+
+grpc::Status Serialize(const google::protobuf::Message& message,
+                       grpc::ByteBuffer* out) {
+  out->Clear();  // the writer needs an empty buffer
+  bool own_buffer = false;
+  return grpc::GenericSerialize<grpc::ProtoBufferWriter,
+                                google::protobuf::Message>(message, out,
+                                                           &own_buffer);
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // StreamGenerateReactor
 
@@ -101,14 +116,25 @@ void StreamGenerateReactor::Pump(std::unique_lock<std::mutex>& lock) {
   if (writing_ || finished_) return;
   if (!pending_.empty() || usage_message_) {
     writing_ = true;
+    v1::GenerateResponse message;
     if (!pending_.empty()) {
-      in_flight_ = ToMessage(std::move(pending_.front()));
+      message = ToMessage(std::move(pending_.front()));
       pending_.pop_front();
     } else {
-      in_flight_ = std::move(*usage_message_);
+      message = std::move(*usage_message_);
       usage_message_.reset();
     }
     lock.unlock();
+    // in_flight_ is ours alone while writing_ is set.
+    if (grpc::Status status = Serialize(message, &in_flight_); !status.ok()) {
+      lock.lock();
+      writing_ = false;
+      pending_.clear();
+      usage_message_.reset();
+      finish_requested_ = true;
+      final_status_ = status;
+      return Pump(lock);
+    }
     StartWrite(&in_flight_);
     return;
   }
@@ -166,8 +192,8 @@ void UnaryGenerateReactor::Attach(std::shared_ptr<GenerationRequest> request,
 void UnaryGenerateReactor::OnDelta(SequenceDelta delta) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (finished_) return;
-  while (response_->sequences_size() <= delta.index) response_->add_sequences();
-  v1::Sequence& sequence = *response_->mutable_sequences(delta.index);
+  while (message_.sequences_size() <= delta.index) message_.add_sequences();
+  v1::Sequence& sequence = *message_.mutable_sequences(delta.index);
   sequence.mutable_text()->append(delta.text);
   sequence.mutable_token_ids()->Add(delta.token_ids.begin(),
                                     delta.token_ids.end());
@@ -178,14 +204,16 @@ void UnaryGenerateReactor::OnDelta(SequenceDelta delta) {
 
 void UnaryGenerateReactor::OnComplete(const absl::Status& status,
                                       const UsageStats& usage) {
+  grpc::Status result = ToGrpcStatus(status);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;
     finished_ = true;
-    response_->set_request_id(request_id_);
-    *response_->mutable_usage() = ToProto(usage);
+    message_.set_request_id(request_id_);
+    *message_.mutable_usage() = ToProto(usage);
+    if (result.ok()) result = Serialize(message_, response_);
   }
-  Finish(ToGrpcStatus(status));
+  Finish(result);
 }
 
 void UnaryGenerateReactor::OnCancel() {

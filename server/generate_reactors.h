@@ -35,12 +35,13 @@ class DetachableSink final : public ResponseSink {
 v1::FinishReason ToProto(FinishReason reason);
 v1::Usage ToProto(const UsageStats& usage);
 
-// Server-streaming Generate. At most one write in flight; deltas queue in
+// Server-streaming Generate (a raw method: messages are serialized here, see
+// wire_request.h). At most one write in flight; deltas queue in
 // `pending_` meanwhile (QueueDelta: merged per sequence, so the engine never
 // waits and the queue stays bounded). Finish is called exactly once: after
 // the last write (the usage message), or at cancellation.
 class StreamGenerateReactor final
-    : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+    : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       public ResponseSink {
  public:
   explicit StreamGenerateReactor(std::string request_id)
@@ -74,19 +75,19 @@ class StreamGenerateReactor final
   std::deque<SequenceDelta> pending_;  // guarded by mutex_
   // The final message (usage), sent after the deltas; guarded by mutex_.
   std::optional<v1::GenerateResponse> usage_message_;
-  v1::GenerateResponse in_flight_;  // owned by the write in flight
-  bool writing_ = false;            // guarded by mutex_
-  bool finish_requested_ = false;   // guarded by mutex_
-  bool finished_ = false;           // Finish called; guarded by mutex_
-  grpc::Status final_status_;       // guarded by mutex_
+  grpc::ByteBuffer in_flight_;     // owned by the write in flight
+  bool writing_ = false;           // guarded by mutex_
+  bool finish_requested_ = false;  // guarded by mutex_
+  bool finished_ = false;          // Finish called; guarded by mutex_
+  grpc::Status final_status_;      // guarded by mutex_
 };
 
-// GenerateUnary: collects every sequence and answers once.
+// GenerateUnary (raw, like Generate): collects every sequence and answers
+// once.
 class UnaryGenerateReactor final : public grpc::ServerUnaryReactor,
                                    public ResponseSink {
  public:
-  UnaryGenerateReactor(std::string request_id,
-                       v1::GenerateUnaryResponse* response)
+  UnaryGenerateReactor(std::string request_id, grpc::ByteBuffer* response)
       : request_id_(std::move(request_id)), response_(response) {}
 
   void Attach(std::shared_ptr<GenerationRequest> request,
@@ -99,7 +100,8 @@ class UnaryGenerateReactor final : public grpc::ServerUnaryReactor,
 
  private:
   const std::string request_id_;
-  v1::GenerateUnaryResponse* const response_;  // owned by gRPC
+  grpc::ByteBuffer* const response_;   // owned by gRPC
+  v1::GenerateUnaryResponse message_;  // guarded by mutex_
   std::shared_ptr<GenerationRequest> request_;
   std::shared_ptr<DetachableSink> sink_;
 

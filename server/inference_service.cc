@@ -1,6 +1,10 @@
 #include "server/inference_service.h"
 
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -8,6 +12,7 @@
 #include "server/generate_reactors.h"
 #include "server/grpc_auth.h"
 #include "server/status_util.h"
+#include "server/wire_request.h"
 
 namespace iblip::server {
 namespace {
@@ -18,41 +23,57 @@ absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
   return absl::FromChrono(t);
 }
 
+// The request's bytes, parsed in place when they are well-formed; copied
+// out only to explain why not.
+absl::StatusOr<v1::GenerateRequest> ParseWire(const grpc::ByteBuffer& wire) {
+  v1::GenerateRequest request;
+  grpc::ByteBuffer copy(wire);  // the reader consumes its buffer
+  grpc::ProtoBufferReader reader(&copy);
+  if (request.ParseFromZeroCopyStream(&reader)) return request;
+  std::vector<grpc::Slice> slices;
+  if (!wire.Dump(&slices).ok()) return DiagnoseMalformedRequest("");
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return DiagnoseMalformedRequest(bytes);
+}
+
 }  // namespace
 
-template <typename Reactor>
-void InferenceService::StartGeneration(grpc::CallbackServerContext* context,
-                                       const v1::GenerateRequest& request,
-                                       const std::string& request_id,
-                                       Reactor* reactor) {
-  if (absl::Status auth = CheckCallAuth(auth_, *context); !auth.ok()) {
-    pipeline_.deps().metrics->RequestFinished(auth.code());
-    return reactor->OnComplete(auth, UsageStats{});
+template <typename Reactor, typename... ReactorArgs>
+Reactor* InferenceService::StartGeneration(grpc::CallbackServerContext* context,
+                                           const grpc::ByteBuffer& wire,
+                                           ReactorArgs... reactor_args) {
+  absl::StatusOr<v1::GenerateRequest> request = ParseWire(wire);
+  std::string id = !request.ok() || request->request_id().empty()
+                       ? pipeline_.NewRequestId()
+                       : request->request_id();
+  auto* reactor = new Reactor(id, reactor_args...);
+  absl::Status admitted = request.status();
+  if (admitted.ok()) admitted = CheckCallAuth(auth_, *context);
+  if (!admitted.ok()) {
+    pipeline_.deps().metrics->RequestFinished(admitted.code());
+    reactor->OnComplete(admitted, UsageStats{});
+    return reactor;
   }
   auto sink = std::make_shared<DetachableSink>(reactor);
-  pipeline_.Start(request, request_id, ToAbslTime(context->deadline()), sink,
+  pipeline_.Start(*request, id, ToAbslTime(context->deadline()), sink,
                   [&](const std::shared_ptr<GenerationRequest>& generation) {
                     reactor->Attach(generation, sink);
                   });
+  return reactor;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  std::string id = request->request_id().empty() ? pipeline_.NewRequestId()
-                                                 : request->request_id();
-  auto* reactor = new StreamGenerateReactor(id);
-  StartGeneration(context, *request, id, reactor);
-  return reactor;
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  return StartGeneration<StreamGenerateReactor>(context, *request);
 }
 
 grpc::ServerUnaryReactor* InferenceService::GenerateUnary(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
-    v1::GenerateUnaryResponse* response) {
-  std::string id = request->request_id().empty() ? pipeline_.NewRequestId()
-                                                 : request->request_id();
-  auto* reactor = new UnaryGenerateReactor(id, response);
-  StartGeneration(context, *request, id, reactor);
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return StartGeneration<UnaryGenerateReactor>(context, *request, response);
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(

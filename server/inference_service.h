@@ -12,19 +12,27 @@ namespace iblip::server {
 
 // The iblip.v1 service (gRPC callback API). Handlers only hand work on to
 // the GenerationPipeline (shared with the HTTP endpoint); they never block.
-class InferenceService final : public v1::InstructBlipService::CallbackService {
+// Generate and GenerateUnary are raw methods: the service parses requests
+// itself so a malformed one gets an error naming the field
+// (wire_request.h), where gRPC would answer a bare UNIMPLEMENTED.
+using InstructBlipServiceBase =
+    v1::InstructBlipService::WithRawCallbackMethod_Generate<
+        v1::InstructBlipService::WithRawCallbackMethod_GenerateUnary<
+            v1::InstructBlipService::CallbackService>>;
+
+class InferenceService final : public InstructBlipServiceBase {
  public:
   // `pipeline` and `auth` (null: no API keys) are owned by the Server and
   // outlive the service.
   InferenceService(GenerationPipeline& pipeline, const ApiKeyAuth* auth)
       : pipeline_(pipeline), auth_(auth) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(
       grpc::CallbackServerContext* context,
-      const v1::GenerateRequest* request) override;
-  grpc::ServerUnaryReactor* GenerateUnary(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
-      v1::GenerateUnaryResponse* response) override;
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* GenerateUnary(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
@@ -33,12 +41,12 @@ class InferenceService final : public v1::InstructBlipService::CallbackService {
                                      v1::TokenizeResponse* response) override;
 
  private:
-  // Starts the request through the pipeline; results and errors go to
-  // `reactor` (a ResponseSink with Attach()).
-  template <typename Reactor>
-  void StartGeneration(grpc::CallbackServerContext* context,
-                       const v1::GenerateRequest& request,
-                       const std::string& request_id, Reactor* reactor);
+  // Parses `wire` and starts the request through the pipeline; results and
+  // errors go to a new Reactor (a ResponseSink with Attach()), returned.
+  template <typename Reactor, typename... ReactorArgs>
+  Reactor* StartGeneration(grpc::CallbackServerContext* context,
+                           const grpc::ByteBuffer& wire,
+                           ReactorArgs... reactor_args);
 
   GenerationPipeline& pipeline_;
   const ApiKeyAuth* const auth_;

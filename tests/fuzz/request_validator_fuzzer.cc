@@ -1,19 +1,28 @@
-// Fuzz target: a GenerateRequest as it arrives off the wire, through every
-// validation rule. An accepted request must respect the limits.
+// Fuzz target: a GenerateRequest as it arrives off the wire, through parsing
+// (with the diagnosis of malformed messages) and every validation rule.
+// Errors are INVALID_ARGUMENT with a message; an accepted request must
+// respect the limits.
 
 #include <cstddef>
 #include <cstdint>
 
-#include "iblip/v1/iblip.pb.h"
 #include "server/request_validator.h"
+#include "server/wire_request.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  iblip::v1::GenerateRequest request;
-  if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
+  auto request = iblip::server::ParseGenerateRequest(
+      {reinterpret_cast<const char*>(data), size});
+  if (!request.ok()) {
+    if (request.status().code() != absl::StatusCode::kInvalidArgument ||
+        request.status().message().empty()) {
+      __builtin_trap();
+    }
+    return 0;
+  }
   iblip::server::ServingLimits limits;
   limits.lm_vocab_size = 32000;
   limits.max_context_tokens = 2048;
-  auto validated = iblip::server::ValidateGenerateRequest(request, limits, 7);
+  auto validated = iblip::server::ValidateGenerateRequest(*request, limits, 7);
   if (!validated.ok()) {
     if (validated.status().message().empty())
       __builtin_trap();  // errors name the field

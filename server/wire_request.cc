@@ -1,0 +1,79 @@
+#include "server/wire_request.h"
+
+#include <google/protobuf/unknown_field_set.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/request_validator.h"
+
+namespace iblip::server {
+namespace {
+
+using google::protobuf::UnknownField;
+using google::protobuf::UnknownFieldSet;
+
+// Field numbers of the string fields in iblip.v1.GenerateRequest (and its
+// GenerationParameters), the only ones protobuf checks for UTF-8.
+constexpr int kPromptField = v1::GenerateRequest::kPromptFieldNumber;
+constexpr int kRequestIdField = v1::GenerateRequest::kRequestIdFieldNumber;
+constexpr int kParametersField = v1::GenerateRequest::kParametersFieldNumber;
+constexpr int kStopSequencesField =
+    v1::GenerationParameters::kStopSequencesFieldNumber;
+
+bool IsBadString(const UnknownField& field) {
+  return field.type() == UnknownField::TYPE_LENGTH_DELIMITED &&
+         !IsValidUtf8(field.length_delimited());
+}
+
+absl::Status NotUtf8(absl::string_view path) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": is not valid UTF-8"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::GenerateRequest> ParseGenerateRequest(
+    absl::string_view wire) {
+  v1::GenerateRequest request;
+  if (!request.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
+    return DiagnoseMalformedRequest(wire);
+  }
+  return request;
+}
+
+absl::Status DiagnoseMalformedRequest(absl::string_view wire) {
+  // Read as bare fields (no schema, so no UTF-8 check) and look for the
+  // string that is not UTF-8.
+  UnknownFieldSet fields;
+  if (fields.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
+    int stop_index = 0;
+    for (int i = 0; i < fields.field_count(); ++i) {
+      const UnknownField& field = fields.field(i);
+      if (field.number() == kPromptField && IsBadString(field)) {
+        return NotUtf8("prompt");
+      }
+      if (field.number() == kRequestIdField && IsBadString(field)) {
+        return NotUtf8("request_id");
+      }
+      if (field.number() != kParametersField ||
+          field.type() != UnknownField::TYPE_LENGTH_DELIMITED) {
+        continue;
+      }
+      UnknownFieldSet parameters;
+      if (!parameters.ParseFromString(field.length_delimited())) continue;
+      for (int j = 0; j < parameters.field_count(); ++j) {
+        if (parameters.field(j).number() != kStopSequencesField) continue;
+        if (IsBadString(parameters.field(j))) {
+          return NotUtf8(
+              absl::StrCat("parameters.stop_sequences[", stop_index, "]"));
+        }
+        ++stop_index;
+      }
+    }
+  }
+  return absl::InvalidArgumentError(
+      "request: is not a valid iblip.v1.GenerateRequest message (malformed "
+      "protobuf encoding)");
+}
+
+}  // namespace iblip::server
