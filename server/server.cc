@@ -325,6 +325,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   builder.RegisterService(impl->service.get());
   builder.RegisterService(impl->health.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
+  // One connection cannot take every slot and queue place: calls beyond
+  // this wait in the client until one of its streams ends.
+  builder.AddChannelArgument(
+      GRPC_ARG_MAX_CONCURRENT_STREAMS,
+      static_cast<int>(config.limits().max_streams_per_connection()));
   if (config.max_connection_age_s() > 0) {
     // GOAWAY after this age: clients reconnect, and a load balancer spreads
     // the new connections over replicas added since.

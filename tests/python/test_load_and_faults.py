@@ -207,3 +207,34 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
         assert server.process.wait(30) == 0
     finally:
         stop_server(server)
+
+
+def test_a_connection_holds_at_most_max_streams_per_connection():
+    server = start_server("--limits.max-streams-per-connection", "1")
+    try:
+        # Channels to one address share a connection unless told otherwise.
+        separate = [("grpc.use_local_subchannel_pool", 1)]
+        with Client(server.address) as one, Client(
+                server.address, channel=grpc.insecure_channel(server.address, separate)) as other:
+            def timed(client, result):
+                stream = client.generate(IMAGES[0], "describe", max_new_tokens=40,
+                                         min_new_tokens=40, timeout=60)
+                times = [time.monotonic() for _ in stream]
+                result.extend([times[0], times[-1]])
+
+            first, second, elsewhere = [], [], []
+            threads = [threading.Thread(target=timed, args=(one, first))]
+            threads[0].start()
+            time.sleep(0.05)
+            threads += [threading.Thread(target=timed, args=(one, second)),
+                        threading.Thread(target=timed, args=(other, elsewhere))]
+            for t in threads[1:]:
+                t.start()
+            for t in threads:
+                t.join(60)
+        # The second call on the same connection starts only after the first
+        # ended; a call on another connection ran meanwhile.
+        assert second[0] >= first[1]
+        assert elsewhere[0] < first[1]
+    finally:
+        assert stop_server(server) == 0, "".join(server.log[-20:])
