@@ -115,6 +115,21 @@ struct InstructBlipModel::Impl {
   torch::jit::Module
       qformer;  // forward(image_embeds, ids, mask) -> soft prompt
   torch::jit::Module language;  // see model/PACKAGE.md
+  // LLaMA packages exported since decode_in_cache exists: decode steps
+  // attend inside the slot pool instead of over a gathered copy.
+  bool decode_in_cache = false;
+
+  // Logits [B,V] on any device -> one float vector per row.
+  static std::vector<std::vector<float>> ToRows(const torch::Tensor& logits) {
+    torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
+    std::vector<std::vector<float>> rows(cpu.size(0));
+    const int64_t vocab = cpu.size(1);
+    for (size_t b = 0; b < rows.size(); ++b) {
+      const float* data = cpu.data_ptr<float>() + b * vocab;
+      rows[b].assign(data, data + vocab);
+    }
+    return rows;
+  }
 
   torch::Tensor Ids(const std::vector<int32_t>& ids) const {
     return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()),
@@ -225,6 +240,9 @@ absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
                        "' method (wrong LM family?)"));
     }
   }
+  impl->decode_in_cache =
+      impl->family == LmFamily::kLlama &&
+      impl->language.find_method("decode_in_cache").has_value();
   return std::unique_ptr<InstructBlipModel>(
       new InstructBlipModel(std::move(impl)));
 }
@@ -500,6 +518,7 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
     past = std::max<int64_t>(past, p.lengths[slot]);
   }
   c10::InferenceMode inference;
+  if (impl_->decode_in_cache) return DecodeInCache(pool, slots, tokens);
   try {
     const auto long_options = torch::TensorOptions().dtype(torch::kLong);
     torch::Tensor ids = impl_->Ids(tokens).view({batch, 1});
@@ -546,14 +565,32 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
       p.values[slot].select(2, at).copy_(values.select(1, b).select(2, 0));
       ++p.lengths[slot];
     }
-    torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
-    std::vector<std::vector<float>> rows(batch);
-    const int64_t vocab = cpu.size(1);
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* data = cpu.data_ptr<float>() + b * vocab;
-      rows[b].assign(data, data + vocab);
+    return Impl::ToRows(logits);
+  } catch (const std::exception& e) {
+    return TorchError("batched decode failed", e);
+  }
+}
+
+absl::StatusOr<std::vector<std::vector<float>>>
+InstructBlipModel::DecodeInCache(KvCachePool& pool,
+                                 const std::vector<int>& slots,
+                                 const std::vector<int32_t>& tokens) {
+  KvCachePool::Impl& p = *pool.impl_;
+  c10::InferenceMode inference;
+  try {
+    const int64_t batch = static_cast<int64_t>(slots.size());
+    c10::List<int64_t> slot_list, length_list;
+    for (int slot : slots) {
+      slot_list.push_back(slot);
+      length_list.push_back(p.lengths[slot]);
     }
-    return rows;
+    torch::Tensor logits = impl_->language
+                               .get_method("decode_in_cache")(
+                                   {impl_->Ids(tokens).view({batch, 1}),
+                                    slot_list, length_list, p.keys, p.values})
+                               .toTensor();
+    for (int slot : slots) ++p.lengths[slot];
+    return Impl::ToRows(logits);
   } catch (const std::exception& e) {
     return TorchError("batched decode failed", e);
   }

@@ -166,6 +166,11 @@ class InstructBlipModel {
   const std::string& device() const;
 
  private:
+  // DecodeBatch for packages with decode_in_cache (LLaMA): attends inside
+  // the pool, no gathered copy of the caches.
+  absl::StatusOr<std::vector<std::vector<float>>> DecodeInCache(
+      KvCachePool& pool, const std::vector<int>& slots,
+      const std::vector<int32_t>& tokens);
   struct Impl;
   explicit InstructBlipModel(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

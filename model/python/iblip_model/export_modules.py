@@ -4,7 +4,7 @@ Every tensor crossing a module boundary is float32 (a bf16 package converts
 at the entry and exit of each module), so the C++ runtime handles one dtype;
 KV caches stay in the model's dtype."""
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -50,6 +50,10 @@ class LlamaLanguageModel(nn.Module):
     decode(input_ids [B,1], attention_mask [B,S+1], position_ids [B,1],
            past_keys, past_values [L,B,KV,S,D])
         -> (logits [B,V], this step's keys, values [L,B,KV,1,D])
+    decode_in_cache(input_ids [B,1], slots, lengths (lists of B ints),
+                    cache_keys, cache_values [N,L,KV,M,D])
+        -> logits [B,V]; writes each row's new key/value into the cache in
+        place (the server's slot pool; what its engine calls each step)
     Rows may be left-padded (mask 0); positions come from the caller."""
 
     def __init__(self, language_model):
@@ -75,6 +79,12 @@ class LlamaLanguageModel(nn.Module):
         hidden, keys, values = self.lm.forward_cached(embeds, attention_mask, position_ids,
                                                       past_keys, past_values)
         return self.lm.logits(hidden[:, -1]), keys, values
+
+    @torch.jit.export
+    def decode_in_cache(self, input_ids: torch.Tensor, slots: List[int], lengths: List[int],
+                        cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.lm.decode_in_cache(input_ids, slots, lengths, cache_keys, cache_values)
+        return self.lm.logits(hidden[:, -1])
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,5 +129,5 @@ class T5LanguageModel(nn.Module):
         return self.encode(inputs_embeds, attention_mask)
 
 
-LLAMA_METHODS = ["embed", "prefill", "decode"]
+LLAMA_METHODS = ["embed", "prefill", "decode", "decode_in_cache"]
 T5_METHODS = ["embed", "encode", "cross_kv", "decode"]

@@ -36,9 +36,10 @@ SPEC = dict(
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 BOS = EOS = 2  # InstructBLIP-Vicuna layout: prompts start with </s>, answers end with it
-HELD_OUT_SEED = 424242
-# Captions are the longest answers and the hardest: ask them more often.
-TYPE_WEIGHTS = [1, 1, 1, 1, 2]  # never used for training; the evaluation's seed
+HELD_OUT_SEED = 424242  # never used for training; the evaluation's seed
+# Positions and captions (which shape comes first) are the hardest: ask them
+# more often.
+TYPE_WEIGHTS = [1, 1, 1, 2, 2]
 
 
 def pixel_values(encoded):
@@ -99,34 +100,33 @@ def build_checkpoint_files(output_dir, seed):
 
 
 class Batcher:
-    """Pre-rendered scenes; each batch asks a fresh random question per scene."""
+    """Training batches of fresh scenes: every image is rendered for the step
+    that uses it, so the model never sees one twice and cannot memorize
+    answers (with a fixed pool of 24,000 scenes it did: position accuracy
+    on held-out scenes stayed 65% while the training loss said 90%; a
+    500-step probe on fresh scenes reached 78%)."""
 
-    def __init__(self, output_dir, seed, scenes):
+    def __init__(self, output_dir, seed):
         self.rng = random.Random(seed)
         self.lm = spm.SentencePieceProcessor()
         self.lm.Load(os.path.join(output_dir, "tokenizer.model"))
         self.qformer = QformerTokenizer(os.path.join(output_dir, "qformer_tokenizer", "vocab.txt"))
-        self.scenes, self.pixels = [], []
-        for _ in range(scenes):
-            scene = shapes.random_scene(self.rng)
-            self.scenes.append(scene)
-            self.pixels.append(pixel_values(shapes.render(scene, self.rng)))
 
     def prompt_ids(self, instruction):
         return [BOS] + self.lm.encode(instruction)
 
     def batch(self, scenes, questions_per_scene):
-        """`scenes` images, each asked `questions_per_scene` questions (the
+        """`scenes` new images, each asked `questions_per_scene` questions (the
         vision encoder runs once per image, as the server's cache does), and
         what is in each quarter of each image (for the auxiliary loss)."""
-        picks = [self.rng.randrange(len(self.scenes)) for _ in range(scenes)]
-        pixels = torch.stack([self.pixels[i] for i in picks])
-        quarters = torch.stack([quarter_labels(self.scenes[i]) for i in picks])
+        drawn = [shapes.random_scene(self.rng) for _ in range(scenes)]
+        pixels = torch.stack([pixel_values(shapes.render(scene, self.rng)) for scene in drawn])
+        quarters = torch.stack([quarter_labels(scene) for scene in drawn])
         qformer, inputs, targets = [], [], []
-        for i in picks:
+        for scene in drawn:
             for _ in range(questions_per_scene):
                 kind = self.rng.choices(shapes.TYPES, weights=TYPE_WEIGHTS)[0]
-                _, instruction, answer = shapes.question(self.scenes[i], self.rng, kind)
+                _, instruction, answer = shapes.question(scene, self.rng, kind)
                 prompt = self.prompt_ids(instruction)
                 answer_ids = self.lm.encode(answer) + [EOS]
                 qformer.append(self.qformer.encode(instruction))
@@ -155,26 +155,34 @@ def quarter_labels(scene):
     return labels
 
 
-class QuarterProbe(torch.nn.Module):
-    """Training-only auxiliary head (not exported): from the mean patch token
-    of each image quarter, predict the shape and color there. Direct
-    supervision teaches the ViT what and where far faster than the answers'
-    gradient alone, which must first pass the LM and the Q-Former."""
+class PatchProbe(torch.nn.Module):
+    """Training-only auxiliary heads (not exported): from every patch token
+    of the ViT's output, predict the shape and color in the patch's image
+    quarter, and which quarter the patch is in. Direct, dense supervision
+    teaches the ViT what is where far faster than the answers' gradient
+    alone, which must first pass the LM and the Q-Former; and it keeps each
+    patch's position readable, which position and caption answers need (a
+    probe on quarter means instead left single-shape position answers near
+    chance)."""
 
     def __init__(self, hidden, grid):
         super().__init__()
-        self.grid = grid
         self.shape = torch.nn.Linear(hidden, len(shapes.SHAPES) + 1)
         self.color = torch.nn.Linear(hidden, len(shapes.COLORS) + 1)
+        self.quarter = torch.nn.Linear(hidden, 4)
+        cells = torch.arange(grid * grid)
+        # The quarter (reading order) of each patch of the grid x grid image.
+        self.register_buffer("patch_quarter", (cells // grid) // (grid // 2) * 2
+                             + (cells % grid) // (grid // 2), persistent=False)
 
     def forward(self, image_embeds, labels):
-        b, _, h = image_embeds.shape
-        patches = image_embeds[:, 1:].reshape(b, 2, self.grid // 2, 2, self.grid // 2, h)
-        quarters = patches.mean(dim=(2, 4)).reshape(b, 4, h)  # reading order
-        return (torch.nn.functional.cross_entropy(self.shape(quarters).reshape(-1, self.shape.out_features),
-                                                  labels[..., 0].reshape(-1))
-                + torch.nn.functional.cross_entropy(self.color(quarters).reshape(-1, self.color.out_features),
-                                                    labels[..., 1].reshape(-1)))
+        patches = image_embeds[:, 1:]
+        per_patch = labels[:, self.patch_quarter]  # [b, patches, 2]
+        ce = torch.nn.functional.cross_entropy
+        return (ce(self.shape(patches).flatten(0, 1), per_patch[..., 0].flatten())
+                + ce(self.color(patches).flatten(0, 1), per_patch[..., 1].flatten())
+                + ce(self.quarter(patches).flatten(0, 1),
+                     self.patch_quarter.repeat(patches.shape[0])))
 
 
 def loss_of(model, pixels, qformer, inputs, targets, quarters=None, probe=None):
@@ -257,12 +265,12 @@ def train_worker(rank, args, port):
     config = hf_config.load_config(args.output)
     model = InstructBlipForConditionalGeneration(config)
     initialize(model, args.seed)  # identical on every rank
-    batcher = Batcher(args.output, args.seed * 1000 + rank, args.scenes // args.workers)
+    batcher = Batcher(args.output, args.seed * 1000 + rank)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.workers} "
-        f"workers; data ready in {time.monotonic() - start:.0f} s", flush=True)
+        "workers", flush=True)
     vision = SPEC["vision"]
-    probe = QuarterProbe(vision["hidden_size"], vision["image_size"] // vision["patch_size"])
+    probe = PatchProbe(vision["hidden_size"], vision["image_size"] // vision["patch_size"])
     parameters = list(model.parameters()) + list(probe.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     warmup = 200
@@ -305,11 +313,10 @@ def train_worker(rank, args, port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
-    parser.add_argument("--steps", type=int, default=3600)
+    parser.add_argument("--steps", type=int, default=2800)
     parser.add_argument("--workers", type=int, default=2, help="data-parallel processes")
     parser.add_argument("--scenes-per-batch", type=int, default=24, help="per worker")
     parser.add_argument("--questions-per-scene", type=int, default=4)
-    parser.add_argument("--scenes", type=int, default=24000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eval-every", type=int, default=0, help="steps between quick evaluations")

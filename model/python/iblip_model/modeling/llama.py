@@ -86,6 +86,39 @@ class LlamaAttention(nn.Module):
         out = torch.matmul(probs, values).transpose(1, 2).reshape(b, t, -1)
         return self.o_proj(out), k, v
 
+    def forward_in_cache(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                         cache_key: torch.Tensor, cache_value: torch.Tensor, slots: List[int],
+                         lengths: List[int]) -> torch.Tensor:
+        """One new position per row: x [B,1,H]; cache [N,KV,M,D] (this layer's
+        slice of the server's KV pool). Writes row b's key/value at position
+        lengths[b] of slot slots[b], then attends over that slot's
+        lengths[b] + 1 positions in place: no gathered or concatenated copy
+        of the cache and no padding, so each row costs what it would alone."""
+        b = x.shape[0]
+        q = self.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        cos4, sin4 = cos[:, None], sin[:, None]
+        q = q * cos4 + rotate_half(q) * sin4
+        k = k * cos4 + rotate_half(k) * sin4
+        scale = math.sqrt(self.head_dim)
+        rows: List[torch.Tensor] = []
+        for row in range(b):
+            slot, length = slots[row], lengths[row]
+            cache_key[slot, :, length] = k[row, :, 0]
+            cache_value[slot, :, length] = v[row, :, 0]
+            keys = cache_key[slot, :, : length + 1]
+            values = cache_value[slot, :, : length + 1]
+            if self.kv_heads != self.heads:
+                repeat = self.heads // self.kv_heads
+                keys = keys.repeat_interleave(repeat, dim=0)
+                values = values.repeat_interleave(repeat, dim=0)
+            scores = torch.matmul(q[row], keys.transpose(1, 2)) / scale
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            rows.append(torch.matmul(probs, values))
+        out = torch.stack(rows).transpose(1, 2).reshape(b, 1, -1)
+        return self.o_proj(out)
+
 
 class LlamaMLP(nn.Module):
     def __init__(self, config):
@@ -113,6 +146,13 @@ class LlamaDecoderLayer(nn.Module):
         attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
+
+    def forward_in_cache(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                         cache_key: torch.Tensor, cache_value: torch.Tensor, slots: List[int],
+                         lengths: List[int]) -> torch.Tensor:
+        x = x + self.self_attn.forward_in_cache(self.input_layernorm(x), cos, sin, cache_key,
+                                                cache_value, slots, lengths)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
@@ -164,6 +204,20 @@ class LlamaForCausalLM(nn.Module):
             new_keys.append(k)
             new_values.append(v)
         return self.model.norm(x), torch.stack(new_keys), torch.stack(new_values)
+
+    def decode_in_cache(self, input_ids: torch.Tensor, slots: List[int], lengths: List[int],
+                        cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        """One decode step for B sequences whose keys/values live in a slot
+        pool cache [N,L,KV,M,D]: row b (input_ids [B,1]) is slot slots[b]
+        holding lengths[b] positions; its new key/value is written there.
+        Returns the final hidden states [B,1,H]."""
+        x = self.model.embed_tokens(input_ids).to(self.lm_head.weight.dtype)
+        positions = torch.tensor(lengths, dtype=torch.long, device=x.device)[:, None]
+        cos, sin = self.rotary_emb(positions, x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            x = layer.forward_in_cache(x, cos, sin, cache_keys.select(1, i),
+                                       cache_values.select(1, i), slots, lengths)
+        return self.model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).to(torch.float32)
