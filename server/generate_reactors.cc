@@ -1,10 +1,9 @@
 #include "server/generate_reactors.h"
 
-#include <grpcpp/support/proto_buffer_writer.h>
-
 #include "absl/time/time.h"
 #include "server/delta_queue.h"
 #include "server/status_util.h"
+#include "server/wire_request.h"
 
 namespace iblip::server {
 
@@ -54,19 +53,6 @@ v1::Usage ToProto(const UsageStats& usage) {
   out.set_seed(usage.seed);
   return out;
 }
-
-namespace {
-
-grpc::Status Serialize(const google::protobuf::Message& message,
-                       grpc::ByteBuffer* out) {
-  out->Clear();  // the writer needs an empty buffer
-  bool own_buffer = false;
-  return grpc::GenericSerialize<grpc::ProtoBufferWriter,
-                                google::protobuf::Message>(message, out,
-                                                           &own_buffer);
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------
 // StreamGenerateReactor
@@ -126,7 +112,8 @@ void StreamGenerateReactor::Pump(std::unique_lock<std::mutex>& lock) {
     }
     lock.unlock();
     // in_flight_ is ours alone while writing_ is set.
-    if (grpc::Status status = Serialize(message, &in_flight_); !status.ok()) {
+    if (grpc::Status status = SerializeToWire(message, &in_flight_);
+        !status.ok()) {
       lock.lock();
       writing_ = false;
       pending_.clear();
@@ -211,7 +198,7 @@ void UnaryGenerateReactor::OnComplete(const absl::Status& status,
     finished_ = true;
     message_.set_request_id(request_id_);
     *message_.mutable_usage() = ToProto(usage);
-    if (result.ok()) result = Serialize(message_, response_);
+    if (result.ok()) result = SerializeToWire(message_, response_);
   }
   Finish(result);
 }

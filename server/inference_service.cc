@@ -24,19 +24,21 @@ absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
 }
 
 // The request's bytes, parsed in place when they are well-formed; copied
-// out only to explain why not.
-absl::StatusOr<v1::GenerateRequest> ParseWire(const grpc::ByteBuffer& wire) {
-  v1::GenerateRequest request;
+// out only for `diagnose` to explain why not.
+template <typename Message>
+absl::StatusOr<Message> ParseWire(const grpc::ByteBuffer& wire,
+                                  absl::Status (*diagnose)(absl::string_view)) {
+  Message message;
   grpc::ByteBuffer copy(wire);  // the reader consumes its buffer
   grpc::ProtoBufferReader reader(&copy);
-  if (request.ParseFromZeroCopyStream(&reader)) return request;
+  if (message.ParseFromZeroCopyStream(&reader)) return message;
   std::vector<grpc::Slice> slices;
-  if (!wire.Dump(&slices).ok()) return DiagnoseMalformedRequest("");
+  if (!wire.Dump(&slices).ok()) return diagnose("");
   std::string bytes;
   for (const grpc::Slice& slice : slices) {
     bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
-  return DiagnoseMalformedRequest(bytes);
+  return diagnose(bytes);
 }
 
 }  // namespace
@@ -45,7 +47,8 @@ template <typename Reactor, typename... ReactorArgs>
 Reactor* InferenceService::StartGeneration(grpc::CallbackServerContext* context,
                                            const grpc::ByteBuffer& wire,
                                            ReactorArgs... reactor_args) {
-  absl::StatusOr<v1::GenerateRequest> request = ParseWire(wire);
+  absl::StatusOr<v1::GenerateRequest> request =
+      ParseWire<v1::GenerateRequest>(wire, DiagnoseMalformedRequest);
   std::string id = !request.ok() || request->request_id().empty()
                        ? pipeline_.NewRequestId()
                        : request->request_id();
@@ -90,11 +93,17 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(
-    grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
-    v1::TokenizeResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire,
+    grpc::ByteBuffer* response) {
   auto* reactor = context->DefaultReactor();
   if (absl::Status auth = CheckCallAuth(auth_, *context); !auth.ok()) {
     reactor->Finish(ToGrpcStatus(auth));
+    return reactor;
+  }
+  auto request =
+      ParseWire<v1::TokenizeRequest>(*wire, DiagnoseMalformedTokenizeRequest);
+  if (!request.ok()) {
+    reactor->Finish(ToGrpcStatus(request.status()));
     return reactor;
   }
   if (request->text().size() > pipeline_.deps().limits.max_prompt_bytes) {
@@ -103,25 +112,20 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(
         " bytes, got ", request->text().size()))));
     return reactor;
   }
-  if (!IsValidUtf8(request->text())) {
-    reactor->Finish(
-        ToGrpcStatus(absl::InvalidArgumentError("text: is not valid UTF-8")));
-    return reactor;
-  }
-  pipeline_.deps().preprocess_pool->Post([this, reactor, request, response] {
-    for (int32_t id :
-         pipeline_.deps().lm_tokenizer->EncodePrompt(request->text())) {
-      response->add_input_ids(id);
-      response->add_tokens(pipeline_.deps().lm_tokenizer->TokenString(id));
-    }
-    for (int32_t id :
-         pipeline_.deps().qformer_tokenizer->Encode(request->text())) {
-      response->add_qformer_input_ids(id);
-      response->add_qformer_tokens(
-          pipeline_.deps().qformer_tokenizer->TokenString(id));
-    }
-    reactor->Finish(grpc::Status::OK);
-  });
+  pipeline_.deps().preprocess_pool->Post(
+      [this, reactor, text = std::move(*request->mutable_text()), response] {
+        v1::TokenizeResponse result;
+        for (int32_t id : pipeline_.deps().lm_tokenizer->EncodePrompt(text)) {
+          result.add_input_ids(id);
+          result.add_tokens(pipeline_.deps().lm_tokenizer->TokenString(id));
+        }
+        for (int32_t id : pipeline_.deps().qformer_tokenizer->Encode(text)) {
+          result.add_qformer_input_ids(id);
+          result.add_qformer_tokens(
+              pipeline_.deps().qformer_tokenizer->TokenString(id));
+        }
+        reactor->Finish(SerializeToWire(result, response));
+      });
   return reactor;
 }
 

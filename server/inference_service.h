@@ -12,13 +12,14 @@ namespace iblip::server {
 
 // The iblip.v1 service (gRPC callback API). Handlers only hand work on to
 // the GenerationPipeline (shared with the HTTP endpoint); they never block.
-// Generate and GenerateUnary are raw methods: the service parses requests
-// itself so a malformed one gets an error naming the field
+// Generate, GenerateUnary and Tokenize are raw methods: the service parses
+// requests itself so a malformed one gets an error naming the field
 // (wire_request.h), where gRPC would answer a bare UNIMPLEMENTED.
 using InstructBlipServiceBase =
     v1::InstructBlipService::WithRawCallbackMethod_Generate<
         v1::InstructBlipService::WithRawCallbackMethod_GenerateUnary<
-            v1::InstructBlipService::CallbackService>>;
+            v1::InstructBlipService::WithRawCallbackMethod_Tokenize<
+                v1::InstructBlipService::CallbackService>>>;
 
 class InferenceService final : public InstructBlipServiceBase {
  public:
@@ -37,8 +38,8 @@ class InferenceService final : public InstructBlipServiceBase {
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
  private:
   // Parses `wire` and starts the request through the pipeline; results and

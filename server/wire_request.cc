@@ -1,6 +1,7 @@
 #include "server/wire_request.h"
 
 #include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 
 #include <string>
 
@@ -20,6 +21,7 @@ constexpr int kRequestIdField = v1::GenerateRequest::kRequestIdFieldNumber;
 constexpr int kParametersField = v1::GenerateRequest::kParametersFieldNumber;
 constexpr int kStopSequencesField =
     v1::GenerationParameters::kStopSequencesFieldNumber;
+constexpr int kTextField = v1::TokenizeRequest::kTextFieldNumber;
 
 bool IsBadString(const UnknownField& field) {
   return field.type() == UnknownField::TYPE_LENGTH_DELIMITED &&
@@ -28,6 +30,12 @@ bool IsBadString(const UnknownField& field) {
 
 absl::Status NotUtf8(absl::string_view path) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": is not valid UTF-8"));
+}
+
+absl::Status NotA(absl::string_view message) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("request: is not a valid ", message,
+                   " message (malformed protobuf encoding)"));
 }
 
 }  // namespace
@@ -71,9 +79,28 @@ absl::Status DiagnoseMalformedRequest(absl::string_view wire) {
       }
     }
   }
-  return absl::InvalidArgumentError(
-      "request: is not a valid iblip.v1.GenerateRequest message (malformed "
-      "protobuf encoding)");
+  return NotA("iblip.v1.GenerateRequest");
+}
+
+absl::Status DiagnoseMalformedTokenizeRequest(absl::string_view wire) {
+  UnknownFieldSet fields;
+  if (fields.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
+    for (int i = 0; i < fields.field_count(); ++i) {
+      if (fields.field(i).number() == kTextField &&
+          IsBadString(fields.field(i)))
+        return NotUtf8("text");
+    }
+  }
+  return NotA("iblip.v1.TokenizeRequest");
+}
+
+grpc::Status SerializeToWire(const google::protobuf::Message& message,
+                             grpc::ByteBuffer* out) {
+  out->Clear();  // the writer wants an empty buffer
+  bool own_buffer = false;
+  return grpc::GenericSerialize<grpc::ProtoBufferWriter,
+                                google::protobuf::Message>(message, out,
+                                                           &own_buffer);
 }
 
 }  // namespace iblip::server

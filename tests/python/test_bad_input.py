@@ -151,3 +151,16 @@ def test_the_server_serves_and_counted_every_refusal(server, channel):
     assert metrics[("iblip_requests_total", (("code", "invalid_argument"),))] == invalid
     assert metrics[("iblip_requests_total", (("code", "ok"),))] == 1
     assert metrics[("iblip_requests_running", ())] == 0
+
+
+def test_tokenize_refuses_text_that_is_not_utf8(channel):
+    tokenize = channel.unary_unary("/iblip.v1.InstructBlipService/Tokenize",
+                                   request_serializer=None, response_deserializer=None)
+    data = wire(iblip_pb2.TokenizeRequest(text="TEXTXX"), (b"TEXTXX", b"\xff\xfeabcd"))
+    with pytest.raises(grpc.RpcError) as error:
+        tokenize(data, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "text: is not valid UTF-8"
+    good = iblip_pb2.TokenizeResponse.FromString(
+        tokenize(iblip_pb2.TokenizeRequest(text="hello").SerializeToString(), timeout=30))
+    assert good.input_ids
