@@ -3,9 +3,14 @@ Face-style generate loop (KV cache, greedy), sequential and in static batches
 of 8 padded to the longest. Same workload shape as the C++ bench.
 
     PYTHONPATH=model/python /usr/bin/python3 -m iblip_model.eager_bench --checkpoint HF_DIR
+        [--lengths 32,200,...] [--json]
+
+--lengths gives each request's output length (bench/run passes its chat
+workload's); --json prints the figures as one JSON object instead of a table.
 """
 
 import argparse
+import json
 import random
 import time
 
@@ -53,14 +58,19 @@ def main():
     parser.add_argument("--min-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--lengths", help="comma-separated output lengths, one per request")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     else:
         torch.set_num_threads(torch.get_num_threads() if torch.get_num_threads() > 1 else 2)
     model = load_pretrained(args.checkpoint)
-    prompts, lengths = workload(args.requests, args.min_tokens, args.max_tokens,
+    count = len(args.lengths.split(",")) if args.lengths else args.requests
+    prompts, lengths = workload(count, args.min_tokens, args.max_tokens,
                                 model.config.text.vocab_size)
+    if args.lengths:
+        lengths = [int(n) for n in args.lengths.split(",")]
     with torch.inference_mode():
         run(model, prompts[:1], [4], 1)  # warm-up
         # Decode phase of one stream: a full run minus a 1-token run (prefill).
@@ -73,11 +83,17 @@ def main():
         single_decode = (args.max_tokens - 1) / (total - prefill)
         sequential = run(model, prompts, lengths, 1)
         static8 = run(model, prompts, lengths, 8)
+    if args.json:
+        print(json.dumps({"single_stream_decode_tok_s": single_decode,
+                          "single_stream_ttft_ms": prefill * 1000,
+                          "sequential_tok_s": sequential, "static8_tok_s": static8,
+                          "requests": count, "output_tokens": sum(lengths)}))
+        return
     print("| eager PyTorch loop | tok/s |")
     print("|---|---|")
     print(f"| single stream, decode phase | {single_decode:.1f} |")
     print(f"| single stream, time to first token | {prefill * 1000:.0f} ms |")
-    print(f"| sequential, {args.requests} requests, output tok/s end to end | {sequential:.1f} |")
+    print(f"| sequential, {count} requests, output tok/s end to end | {sequential:.1f} |")
     print(f"| static batches of 8 padded to the longest, output tok/s end to end | {static8:.1f} |")
 
 

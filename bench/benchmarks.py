@@ -1,0 +1,323 @@
+"""Benchmarks against the baselines, in one run, on the medium model
+(random weights at a realistic shape: ViT 12x768, Q-Former 12x768, LLaMA
+8x1024, 32k vocabulary), written to BENCHMARKS.md:
+
+1. single stream: our server (gRPC, engine) vs our eager PyTorch model with a
+   Hugging Face-style generate loop: decode tok/s and time to first token;
+2. aggregate output tok/s on a chat-like workload (output lengths spread
+   evenly over [32, 256] x scale; every second request a follow-up question
+   on the image of the one before) at concurrency 1, 4, 8, 16, 32: continuous
+   batching (the server) vs static batches of 8 padded to the longest vs
+   sequential (both the eager loop, which has no image cache);
+3. time to first token with an image-cache hit vs a miss;
+4. the cost of gRPC + scheduling: the same closed-loop load in-process
+   (iblip-engine-bench) and through the server (iblip-bench);
+5. the memory-bandwidth roofline: a STREAM-like copy against the bytes of
+   weights a batch-1 decode step reads times decode tok/s.
+
+Each figure is the median of --repeats runs, with the range. Run it on an
+otherwise idle machine: bench/run
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("IBLIP_BUILD_DIR", os.path.join(ROOT, "build"))
+WORK = os.path.join(BUILD, "bench")
+PYTHON = "/usr/bin/python3"
+MODEL_PYTHON = os.path.join(ROOT, "model", "python")
+sys.path[:0] = [MODEL_PYTHON, os.path.join(ROOT, "tests", "python")]
+
+from server_harness import start_server, stop_server  # noqa: E402
+
+CONCURRENCY = [1, 4, 8, 16, 32]
+THREADS = 2
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=MODEL_PYTHON)
+    return subprocess.run(args, check=True, capture_output=True, text=True, env=env,
+                          **kwargs).stdout
+
+
+def median_and_range(values):
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(values, digits=1):
+    mid, low, high = median_and_range(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+# --- inputs ------------------------------------------------------------------
+
+def bench_model(preset):
+    """The preset's random checkpoint and its package, made on first use."""
+    checkpoint = os.path.join(WORK, f"{preset}-ckpt")
+    package = os.path.join(WORK, f"{preset}-pkg")
+    if not os.path.exists(os.path.join(checkpoint, "config.json")):
+        log(f"generating the {preset} checkpoint")
+        run([PYTHON, "-m", "iblip_model.random_checkpoint", "--preset", preset,
+             "--output", checkpoint])
+    if not os.path.exists(os.path.join(package, "manifest.json")):
+        log(f"exporting the {preset} package")
+        run([PYTHON, os.path.join(ROOT, "model", "export"), "--checkpoint", checkpoint,
+             "--output", package, "--model-id", f"bench/{preset}"])
+    return checkpoint, package
+
+
+def images(count, tag):
+    """`count` distinct 320x240 JPEG photos-to-be (noise, so no two alike)."""
+    import numpy as np
+    from PIL import Image
+    directory = os.path.join(WORK, f"images-{tag}")
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    rng = np.random.default_rng(zlib.crc32(tag.encode()))
+    for i in range(count):
+        path = os.path.join(directory, f"{i}.jpg")
+        if not os.path.exists(path):
+            pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def chat_lengths(requests, scale):
+    low, high = round(32 * scale), round(256 * scale)
+    return [low + (high - low) * i // (requests - 1) for i in range(requests)]
+
+
+def write_workload(name, entries):
+    path = os.path.join(WORK, name)
+    with open(path, "w") as f:
+        for image, prompt, tokens in entries:
+            f.write(json.dumps({"image": image, "prompt": prompt, "parameters": {
+                "max_new_tokens": tokens, "min_new_tokens": tokens}}) + "\n")
+    return path
+
+
+def chat_workload(requests, scale, tag):
+    """Every second request asks a follow-up on the image of the one before;
+    lengths are shuffled deterministically so neighbours differ."""
+    lengths = chat_lengths(requests, scale)
+    order = sorted(range(requests), key=lambda i: (i * 7919) % requests)
+    pictures = images(requests // 2 + 1, tag)
+    entries = []
+    for n, i in enumerate(order):
+        question = "Describe this image in detail." if n % 2 == 0 else "What else is in it?"
+        entries.append((pictures[n // 2], question, lengths[i]))
+    return write_workload(f"chat-{tag}.jsonl", entries), [e[2] for e in entries]
+
+
+# --- runners -----------------------------------------------------------------
+
+def server_bench(package, workload, concurrency, extra=()):
+    """A fresh server (empty caches), iblip-bench's JSON report."""
+    server = start_server("--threads", str(THREADS), "--scheduler.max-running-sequences", "32",
+                          package_dir=package)
+    try:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            run([os.path.join(BUILD, "client", "iblip-bench"), "--server", server.address,
+                 "--workload", workload, "--concurrency", str(concurrency), "--no-progress",
+                 "--duration", "3600", "--json-out", out.name, *extra])
+            report = json.load(open(out.name))
+        if report["succeeded"] != report["requests"]:
+            raise RuntimeError(f"errors: {report['errors']}")
+        return report, server
+    except BaseException:
+        stop_server(server)
+        raise
+
+
+def server_run(package, workload, concurrency):
+    report, server = server_bench(package, workload, concurrency)
+    stop_server(server)
+    return report
+
+
+def eager(checkpoint, lengths):
+    out = run([PYTHON, "-m", "iblip_model.eager_bench", "--checkpoint", checkpoint, "--threads",
+               str(THREADS), "--lengths", ",".join(map(str, lengths)),
+               "--max-tokens", str(max(lengths)), "--json"])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def engine_bench(package, concurrency, requests, tokens):
+    out = run([os.path.join(BUILD, "server", "iblip-engine-bench"), "--model", package,
+               "--threads", str(THREADS), "--concurrency", str(concurrency),
+               "--requests-per-level", str(requests), "--min-tokens", str(tokens),
+               "--max-tokens", str(tokens)])
+    row = re.search(rf"^\| {concurrency} \| {requests} \| ([0-9.]+) \|", out, re.M)
+    return float(row.group(1))
+
+
+def copy_bandwidth():
+    """GB/s of a STREAM-style copy (bytes read + written) over 1 GiB arrays,
+    best of 5, on THREADS threads."""
+    import torch
+    torch.set_num_threads(THREADS)
+    a = torch.ones(256 << 20)
+    b = torch.empty_like(a)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        b.copy_(a)
+        best = max(best, 2 * a.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def decode_weight_bytes(checkpoint):
+    """Bytes of the LM weights one decode step reads (every layer, final norm,
+    lm_head; not the embedding table, of which a step reads one row), at the
+    package's dtype (fp32)."""
+    from iblip_model.checkpoint import load_state_dict
+    return sum(t.numel() * 4 for name, t in load_state_dict(checkpoint).items()
+               if name.startswith("language_model.") and "embed_tokens" not in name)
+
+
+# --- the report ---------------------------------------------------------------
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                  if line.startswith("MemTotal")) / 2**20
+    import torch
+    return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; {platform.platform()}; "
+            f"torch {torch.__version__} (libtorch C++ in the server); {THREADS} intra-op threads")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=0.25,
+                        help="output lengths [32, 256] x scale (1 = the full chat workload)")
+    parser.add_argument("--requests", type=int, default=32, help="chat workload size")
+    parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--preset", default="medium",
+                        help="random_checkpoint preset (tiny-llama: a quick check of this script)")
+    args = parser.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    checkpoint, package = bench_model(args.preset)
+    started = time.monotonic()
+    results = {"single": [], "ttft": [], "eager": [], "levels": {c: [] for c in CONCURRENCY},
+               "hit": [], "miss": [], "engine": [], "grpc": [], "bandwidth": []}
+    single_tokens = round(128 * args.scale) * 2
+    for repeat in range(args.repeats):
+        log(f"repeat {repeat + 1}/{args.repeats}: single stream")
+        single = write_workload("single.jsonl", [(p, "Describe this image.", single_tokens)
+                                                 for p in images(4, f"single{repeat}")])
+        report = server_run(package, single, 1)
+        results["single"].append(1000 / report["inter_token_latency"]["mean_ms"])
+        results["ttft"].append(report["time_to_first_token"]["p50_ms"])
+
+        log("eager loop: single stream, sequential, static batches of 8")
+        workload, lengths = chat_workload(args.requests, args.scale, f"chat{repeat}")
+        results["eager"].append(eager(checkpoint, lengths))
+
+        for level in CONCURRENCY:
+            log(f"continuous batching at concurrency {level}")
+            results["levels"][level].append(
+                server_run(package, workload, level)["output_tokens_per_s"])
+
+        log("image cache: misses, then follow-ups on the same images")
+        pictures = images(6, f"cache{repeat}")
+        misses = write_workload("miss.jsonl", [(p, "Describe this image.", 4) for p in pictures])
+        hits = write_workload("hit.jsonl", [(p, "What color is it?", 4) for p in pictures])
+        report, server = server_bench(package, misses, 1)
+        try:
+            results["miss"].append(report["time_to_first_token"]["p50_ms"])
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                run([os.path.join(BUILD, "client", "iblip-bench"), "--server", server.address,
+                     "--workload", hits, "--concurrency", "1", "--no-progress",
+                     "--json-out", out.name])
+                results["hit"].append(json.load(open(out.name))["time_to_first_token"]["p50_ms"])
+        finally:
+            stop_server(server)
+
+        log("gRPC + scheduler overhead: in-process engine vs server, concurrency 8")
+        tokens, count = round(128 * args.scale), 16
+        results["engine"].append(engine_bench(package, 8, count, tokens))
+        same = write_workload("overhead.jsonl", [(p, "Describe this image.", tokens)
+                                                 for p in images(count, f"overhead{repeat}")])
+        results["grpc"].append(server_run(package, same, 8)["output_tokens_per_s"])
+        results["bandwidth"].append(copy_bandwidth())
+
+    weights = decode_weight_bytes(checkpoint)
+    write_report(args, results, weights, time.monotonic() - started)
+    log(f"wrote {args.output}")
+
+
+def write_report(args, r, weights, elapsed):
+    eager_of = lambda key: [e[key] for e in r["eager"]]  # noqa: E731
+    single, eager_single = statistics.median(r["single"]), statistics.median(
+        eager_of("single_stream_decode_tok_s"))
+    at16 = statistics.median(r["levels"][16])
+    sequential, static8 = statistics.median(eager_of("sequential_tok_s")), statistics.median(
+        eager_of("static8_tok_s"))
+    hit, miss = statistics.median(r["hit"]), statistics.median(r["miss"])
+    engine, grpc = statistics.median(r["engine"]), statistics.median(r["grpc"])
+    bandwidth = statistics.median(r["bandwidth"])
+    achieved = weights * single / 1e9
+    lines = [
+        "# Benchmarks", "",
+        f"Made by `bench/run --preset {args.preset} --repeats {args.repeats} --scale "
+        f"{args.scale} --requests {args.requests}` in {elapsed / 60:.0f} min. Medians of {args.repeats} runs, "
+        "range in brackets. Model: the random-weight preset "
+        f"`{args.preset}` (medium: ViT 12x768, Q-Former 12x768, LLaMA 8x1024, 32k "
+        "vocabulary), fp32.", "",
+        f"Machine: {machine()}.", "",
+        "## Single stream", "",
+        "| | decode tok/s | time to first token, ms |", "|---|---|---|",
+        f"| server (gRPC, engine) | {fmt(r['single'])} | {fmt(r['ttft'], 0)} |",
+        f"| eager PyTorch loop | {fmt(eager_of('single_stream_decode_tok_s'))} | "
+        f"{fmt(eager_of('single_stream_ttft_ms'), 0)} |", "",
+        f"Server / eager decode: **{single / eager_single:.2f}x** (target >= 1.3x).", "",
+        f"## Aggregate output tok/s, chat workload ({args.requests} requests, output "
+        f"{chat_lengths(2, args.scale)[0]}-{chat_lengths(2, args.scale)[1]} tokens, "
+        "half follow-ups on a seen image)", "",
+        "| concurrency | continuous batching (server) |", "|---|---|"]
+    lines += [f"| {c} | {fmt(r['levels'][c])} |" for c in CONCURRENCY]
+    lines += [
+        "", "| eager baselines | output tok/s |", "|---|---|",
+        f"| sequential (one request at a time) | {fmt(eager_of('sequential_tok_s'))} |",
+        f"| static batches of 8, padded to the longest | {fmt(eager_of('static8_tok_s'))} |", "",
+        f"At 16 concurrent: **{at16 / sequential:.1f}x** sequential (target >= 8x), "
+        f"**{at16 / static8:.1f}x** static batching (target >= 2x).", "",
+        "## Image cache", "",
+        "| time to first token, ms | |", "|---|---|",
+        f"| miss (new image) | {fmt(r['miss'], 0)} |",
+        f"| hit (follow-up question on a cached image) | {fmt(r['hit'], 0)} |", "",
+        f"Hit / miss: **{100 * hit / miss:.0f}%** (target <= 15%).", "",
+        "## gRPC + scheduler overhead (concurrency 8, equal lengths)", "",
+        "| | output tok/s |", "|---|---|",
+        f"| in-process engine (iblip-engine-bench) | {fmt(r['engine'])} |",
+        f"| through the server (iblip-bench over gRPC) | {fmt(r['grpc'])} |", "",
+        f"Overhead: **{100 * (1 - grpc / engine):.1f}%** (target <= 5%).", "",
+        "## Memory-bandwidth roofline (batch-1 decode)", "",
+        f"- STREAM-like copy: {fmt(r['bandwidth'])} GB/s",
+        f"- weights read per decode step: {weights / 1e6:.0f} MB; x {single:.1f} tok/s = "
+        f"{achieved:.1f} GB/s", "",
+        f"Batch-1 decode reaches **{100 * achieved / bandwidth:.0f}%** of the copy bandwidth "
+        "(target >= 70%).", ""]
+    with open(args.output, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
