@@ -47,15 +47,17 @@ template <typename Reactor, typename... ReactorArgs>
 Reactor* InferenceService::StartGeneration(grpc::CallbackServerContext* context,
                                            const grpc::ByteBuffer& wire,
                                            ReactorArgs... reactor_args) {
+  // Who is calling before what they sent: no parsing for unauthenticated
+  // callers.
+  absl::Status auth = CheckCallAuth(auth_, *context);
   absl::StatusOr<v1::GenerateRequest> request =
-      ParseWire<v1::GenerateRequest>(wire, DiagnoseMalformedRequest);
+      auth.ok() ? ParseWire<v1::GenerateRequest>(wire, DiagnoseMalformedRequest)
+                : absl::StatusOr<v1::GenerateRequest>(std::move(auth));
   std::string id = !request.ok() || request->request_id().empty()
                        ? pipeline_.NewRequestId()
                        : request->request_id();
   auto* reactor = new Reactor(id, reactor_args...);
-  absl::Status admitted = request.status();
-  if (admitted.ok()) admitted = CheckCallAuth(auth_, *context);
-  if (!admitted.ok()) {
+  if (const absl::Status admitted = request.status(); !admitted.ok()) {
     pipeline_.deps().metrics->RequestFinished(admitted.code());
     reactor->OnComplete(admitted, UsageStats{});
     return reactor;

@@ -517,8 +517,8 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
     }
     past = std::max<int64_t>(past, p.lengths[slot]);
   }
-  c10::InferenceMode inference;
   if (impl_->decode_in_cache) return DecodeInCache(pool, slots, tokens);
+  c10::InferenceMode inference;
   try {
     const auto long_options = torch::TensorOptions().dtype(torch::kLong);
     torch::Tensor ids = impl_->Ids(tokens).view({batch, 1});
