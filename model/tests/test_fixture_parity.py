@@ -11,6 +11,7 @@ import torch
 from model_test_support import fixture_path
 from iblip_model.export import export
 from iblip_model.modeling.instructblip import greedy_generate, load_pretrained
+from iblip_model.package_runner import PackageRunner
 
 TOLERANCE = 1e-4  # the bound for Q-Former output and logits
 CASES = [(checkpoint, case) for checkpoint in ("tiny-llama", "tiny-t5")
@@ -106,41 +107,15 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("checkpoint,case", CASES)
 @torch.no_grad()
 def test_exported_torchscript_matches_reference(exported, checkpoint, case):
-    package = exported[checkpoint]
-    vision = torch.jit.load(os.path.join(package, "vision_encoder.pt"))
-    qformer = torch.jit.load(os.path.join(package, "qformer.pt"))
-    lm = torch.jit.load(os.path.join(package, "language_model.pt"))
+    runner = PackageRunner(exported[checkpoint])
     reference, arrays = load_case(checkpoint, case)
     pixels, ids, mask, qids, qmask = inputs(reference, arrays)
-    soft = qformer(vision(pixels), qids, qmask)
+    soft = runner.soft_prompt(pixels, qids, qmask)
     assert max_diff(soft, arrays["language_model_inputs"]) <= TOLERANCE
     expected, eos, _ = reference_tokens(reference)
     for row in range(ids.shape[0]):
         prompt = ids[row][mask[row].bool()][None]
-        embeds = torch.cat([soft[row:row + 1], lm.embed(prompt)], dim=1)
-        ones = torch.ones(1, embeds.shape[1], dtype=torch.long)
-        if checkpoint == "tiny-llama":
-            logits, keys, values = lm.prefill(embeds, ones, torch.arange(embeds.shape[1])[None])
-        else:
-            encoded = lm.encode(embeds, ones)
-            cross_k, cross_v = lm.cross_kv(encoded)
-            logits, keys, values = lm.decode(torch.tensor([[0]]), torch.tensor([[0]]),
-                                             torch.tensor([[1]]), None, None, cross_k, cross_v, ones)
-        tokens = []
-        for step in range(20):
-            assert max_diff(logits[0], arrays["greedy_step_logits"][step, row]) <= TOLERANCE
-            token = int(logits.argmax(-1))
-            tokens.append(token)
-            if token == eos:
-                break
-            length = keys.shape[3] + 1
-            step_ids = torch.tensor([[token]])
-            if checkpoint == "tiny-llama":
-                logits, k, v = lm.decode(step_ids, torch.ones(1, length, dtype=torch.long),
-                                         torch.tensor([[length - 1]]), keys, values)
-            else:
-                logits, k, v = lm.decode(step_ids, torch.arange(length)[None],
-                                         torch.ones(1, length, dtype=torch.long), keys, values,
-                                         cross_k, cross_v, ones)
-            keys, values = torch.cat([keys, k], 3), torch.cat([values, v], 3)
+        tokens, logits = runner.generate(soft[row:row + 1], prompt, 20, eos)
         assert tokens == expected[row]
+        for step in range(len(tokens)):
+            assert max_diff(logits[step], arrays["greedy_step_logits"][step, row]) <= TOLERANCE

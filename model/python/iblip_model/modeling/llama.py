@@ -181,7 +181,7 @@ class LlamaForCausalLM(nn.Module):
         """inputs_embeds [B,T,H]; attention_mask [B,S+T] (1 keep, 0 pad) over
         past and new positions; position_ids [B,T]; past [L,B,KV,S,D] or None.
         Returns final hidden states [B,T,H] and new keys/values [L,B,KV,T,D]."""
-        x = inputs_embeds.to(self.lm_head.weight.dtype)
+        x = inputs_embeds.to(self.model.norm.weight.dtype)
         b, t, _ = x.shape
         total = attention_mask.shape[1]
         past_length = total - t
@@ -211,7 +211,7 @@ class LlamaForCausalLM(nn.Module):
         pool cache [N,L,KV,M,D]: row b (input_ids [B,1]) is slot slots[b]
         holding lengths[b] positions; its new key/value is written there.
         Returns the final hidden states [B,1,H]."""
-        x = self.model.embed_tokens(input_ids).to(self.lm_head.weight.dtype)
+        x = self.model.embed_tokens(input_ids).to(self.model.norm.weight.dtype)
         positions = torch.tensor(lengths, dtype=torch.long, device=x.device)[:, None]
         cos, sin = self.rotary_emb(positions, x.dtype)
         for i, layer in enumerate(self.model.layers):

@@ -41,7 +41,7 @@ class T5DenseGatedActDense(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.wi_0(x)) * self.wi_1(x)
-        return self.wo(h.to(self.wo.weight.dtype))
+        return self.wo(h.to(x.dtype))
 
 
 class T5DenseActDense(nn.Module):
@@ -52,7 +52,7 @@ class T5DenseActDense(nn.Module):
         self.act = Activation(config.dense_act_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.act(self.wi(x)).to(self.wo.weight.dtype))
+        return self.wo(self.act(self.wi(x)).to(x.dtype))
 
 
 class T5LayerFF(nn.Module):
@@ -168,7 +168,7 @@ class T5ForConditionalGeneration(nn.Module):
         return relative_position_bucket(relative, bidirectional, self.num_buckets, self.max_distance)
 
     def encode(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = inputs_embeds.to(self.lm_head.weight.dtype)
+        x = inputs_embeds.to(self.encoder.final_layer_norm.weight.dtype)
         b, t, _ = x.shape
         positions = torch.arange(t, device=x.device)[None].expand(b, t)
         # Block 0 owns the relative bias; every block reuses it (with the mask).
@@ -202,7 +202,7 @@ class T5ForConditionalGeneration(nn.Module):
         (positions of past keys then of the new token); self_mask [B,S+1];
         past [L,B,heads,S,d_kv] or None. Returns logits [B,V] and this step's
         self-attention keys/values [L,B,heads,1,d_kv]."""
-        dtype = self.lm_head.weight.dtype
+        dtype = self.encoder.final_layer_norm.weight.dtype
         x = self.shared(input_ids).to(dtype)
         query_positions = key_positions[:, -1:]
         table = self.decoder.block[0].layer[0].SelfAttention.relative_attention_bias
