@@ -13,7 +13,15 @@
 4. the cost of gRPC + scheduling: the same closed-loop load in-process
    (iblip-engine-bench) and through the server (iblip-bench);
 5. the memory-bandwidth roofline: a STREAM-like copy against the bytes of
-   weights a batch-1 decode step reads times decode tok/s.
+   weights a batch-1 decode step reads times decode tok/s;
+6. weight formats (model/export --dtype fp32 | bf16 | int8): package size,
+   single-stream decode and TTFT (server and the eager loop in the same
+   format), in-process throughput at 16 streams, the roofline share, and
+   quality against fp32 (largest logit difference, greedy agreement) on the
+   fixtures and on this model.
+
+Sections 1-5 run the --dtype package (default bf16, the fastest format that
+keeps quality on this CPU) against the eager loop in the same format.
 
 Each figure is the median of --repeats runs, with the range. Run it on an
 otherwise idle machine: bench/run
@@ -42,6 +50,8 @@ from server_harness import start_server, stop_server  # noqa: E402
 
 CONCURRENCY = [1, 4, 8, 16, 32]
 THREADS = 2
+FORMATS = ["fp32", "bf16", "int8"]
+FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR", os.path.join(ROOT, "..", "shared", "fixtures"))
 
 
 def log(message):
@@ -65,18 +75,19 @@ def fmt(values, digits=1):
 
 # --- inputs ------------------------------------------------------------------
 
-def bench_model(preset):
-    """The preset's random checkpoint and its package, made on first use."""
+def bench_model(preset, dtype="fp32"):
+    """The preset's random checkpoint and its package in `dtype`, made on
+    first use."""
     checkpoint = os.path.join(WORK, f"{preset}-ckpt")
-    package = os.path.join(WORK, f"{preset}-pkg")
+    package = os.path.join(WORK, f"{preset}-pkg" if dtype == "fp32" else f"{preset}-{dtype}-pkg")
     if not os.path.exists(os.path.join(checkpoint, "config.json")):
         log(f"generating the {preset} checkpoint")
         run([PYTHON, "-m", "iblip_model.random_checkpoint", "--preset", preset,
              "--output", checkpoint])
     if not os.path.exists(os.path.join(package, "manifest.json")):
-        log(f"exporting the {preset} package")
+        log(f"exporting the {preset} package ({dtype})")
         run([PYTHON, os.path.join(ROOT, "model", "export"), "--checkpoint", checkpoint,
-             "--output", package, "--model-id", f"bench/{preset}"])
+             "--output", package, "--model-id", f"bench/{preset}", "--dtype", dtype])
     return checkpoint, package
 
 
@@ -150,10 +161,10 @@ def server_run(package, workload, concurrency):
     return report
 
 
-def eager(checkpoint, lengths):
+def eager(checkpoint, lengths, dtype):
     out = run([PYTHON, "-m", "iblip_model.eager_bench", "--checkpoint", checkpoint, "--threads",
                str(THREADS), "--lengths", ",".join(map(str, lengths)),
-               "--max-tokens", str(max(lengths)), "--json"])
+               "--max-tokens", str(max(lengths)), "--dtype", dtype, "--json"])
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -181,13 +192,72 @@ def copy_bandwidth():
     return best
 
 
-def decode_weight_bytes(checkpoint):
+def decode_weight_bytes(checkpoint, dtype):
     """Bytes of the LM weights one decode step reads (every layer, final norm,
-    lm_head; not the embedding table, of which a step reads one row), at the
-    package's dtype (fp32)."""
+    lm_head; not the embedding table, of which a step reads one row) in the
+    package's format: int8 keeps norms fp32."""
     from iblip_model.checkpoint import load_state_dict
-    return sum(t.numel() * 4 for name, t in load_state_dict(checkpoint).items()
+    size = {"fp32": lambda t: 4, "bf16": lambda t: 2, "int8": lambda t: 1 if t.dim() == 2 else 4}[dtype]
+    return sum(t.numel() * size(t) for name, t in load_state_dict(checkpoint).items()
                if name.startswith("language_model.") and "embed_tokens" not in name)
+
+
+def package_bytes(package):
+    return sum(os.path.getsize(os.path.join(package, n)) for n in os.listdir(package)
+               if n.endswith(".pt"))
+
+
+def format_quality(package, *reference):
+    return json.loads(run([PYTHON, "-m", "iblip_model.format_quality", "--package", package,
+                           "--threads", str(THREADS), *reference]).strip().splitlines()[-1])
+
+
+def fixture_quality(dtype):
+    """Against Hugging Face's fp32 logits, on both fixture checkpoints."""
+    from iblip_model.export import export
+    results = {}
+    for name in ("tiny-llama", "tiny-t5"):
+        package = os.path.join(WORK, f"fixture-{name}-{dtype}")
+        if not os.path.exists(os.path.join(package, "manifest.json")):
+            export(os.path.join(FIXTURES, "checkpoints", name), package, dtype, log=lambda _: None)
+        results[name] = format_quality(package, "--fixtures", FIXTURES, "--checkpoint-name", name)
+    return results
+
+
+def measure_formats(args, checkpoint, single_workload, single_tokens, tokens, r):
+    """Section 6, one repeat: every format through the server and the eager
+    loop, and in-process at 16 streams."""
+    for dtype in FORMATS:
+        package = bench_model(args.preset, dtype)[1]
+        log(f"weight format {dtype}: single stream, eager, 16 streams in-process")
+        f = r["formats"].setdefault(dtype, {"single": [], "ttft": [], "eager": [], "eager_ttft": [],
+                                           "engine16": []})
+        report = server_run(package, single_workload, 1)
+        f["single"].append(1000 / report["inter_token_latency"]["mean_ms"])
+        f["ttft"].append(report["time_to_first_token"]["p50_ms"])
+        e = eager(checkpoint, [single_tokens], dtype)
+        f["eager"].append(e["single_stream_decode_tok_s"])
+        f["eager_ttft"].append(e["single_stream_ttft_ms"])
+        f["engine16"].append(engine_bench(package, 16, 32, tokens))
+
+
+def profile_decode(package):
+    return json.loads(run([PYTHON, "-m", "iblip_model.profile_decode", "--package", package,
+                           "--threads", str(THREADS), "--json"]).strip().splitlines()[-1])
+
+
+def format_qualities(args):
+    """Section 6's quality columns (deterministic: measured once) and a
+    profile of each format's decode step."""
+    fp32 = bench_model(args.preset, "fp32")[1]
+    result = {"fp32": {"bytes": package_bytes(fp32), "profile": profile_decode(fp32)}}
+    for dtype in FORMATS[1:]:
+        log(f"weight format {dtype}: quality against fp32, profile")
+        package = bench_model(args.preset, dtype)[1]
+        result[dtype] = {"fixtures": fixture_quality(dtype),
+                         "model": format_quality(package, "--reference", fp32, "--prompts", "4"),
+                         "bytes": package_bytes(package), "profile": profile_decode(package)}
+    return result
 
 
 # --- the report ---------------------------------------------------------------
@@ -211,12 +281,14 @@ def main():
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     parser.add_argument("--preset", default="medium",
                         help="random_checkpoint preset (tiny-llama: a quick check of this script)")
+    parser.add_argument("--dtype", choices=FORMATS, default="bf16",
+                        help="weight format of sections 1-5 (server and eager loop alike)")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
-    checkpoint, package = bench_model(args.preset)
+    checkpoint, package = bench_model(args.preset, args.dtype)
     started = time.monotonic()
     results = {"single": [], "ttft": [], "eager": [], "levels": {c: [] for c in CONCURRENCY},
-               "hit": [], "miss": [], "engine": [], "grpc": [], "bandwidth": []}
+               "hit": [], "miss": [], "engine": [], "grpc": [], "bandwidth": [], "formats": {}}
     single_tokens = round(128 * args.scale) * 2
     for repeat in range(args.repeats):
         log(f"repeat {repeat + 1}/{args.repeats}: single stream")
@@ -228,7 +300,7 @@ def main():
 
         log("eager loop: single stream, sequential, static batches of 8")
         workload, lengths = chat_workload(args.requests, args.scale, f"chat{repeat}")
-        results["eager"].append(eager(checkpoint, lengths))
+        results["eager"].append(eager(checkpoint, lengths, args.dtype))
 
         for level in CONCURRENCY:
             log(f"continuous batching at concurrency {level}")
@@ -257,8 +329,10 @@ def main():
                                                  for p in images(count, f"overhead{repeat}")])
         results["grpc"].append(server_run(package, same, 8)["output_tokens_per_s"])
         results["bandwidth"].append(copy_bandwidth())
+        measure_formats(args, checkpoint, single, single_tokens, tokens, results)
 
-    weights = decode_weight_bytes(checkpoint)
+    results["quality"] = format_qualities(args)
+    weights = {dtype: decode_weight_bytes(checkpoint, dtype) for dtype in FORMATS}
     write_report(args, results, weights, time.monotonic() - started)
     log(f"wrote {args.output}")
 
@@ -273,14 +347,15 @@ def write_report(args, r, weights, elapsed):
     hit, miss = statistics.median(r["hit"]), statistics.median(r["miss"])
     engine, grpc = statistics.median(r["engine"]), statistics.median(r["grpc"])
     bandwidth = statistics.median(r["bandwidth"])
-    achieved = weights * single / 1e9
+    achieved = weights[args.dtype] * single / 1e9
     lines = [
         "# Benchmarks", "",
         f"Made by `bench/run --preset {args.preset} --repeats {args.repeats} --scale "
-        f"{args.scale} --requests {args.requests}` in {elapsed / 60:.0f} min. Medians of {args.repeats} runs, "
-        "range in brackets. Model: the random-weight preset "
+        f"{args.scale} --requests {args.requests} --dtype {args.dtype}` in {elapsed / 60:.0f} min. "
+        f"Medians of {args.repeats} runs, range in brackets. Model: the random-weight preset "
         f"`{args.preset}` (medium: ViT 12x768, Q-Former 12x768, LLaMA 8x1024, 32k "
-        "vocabulary), fp32.", "",
+        f"vocabulary), sections 1-5 in {args.dtype} weights, server and eager loop alike "
+        "(section 6 compares the formats).", "",
         f"Machine: {machine()}.", "",
         "## Single stream", "",
         "| | decode tok/s | time to first token, ms |", "|---|---|---|",
@@ -311,12 +386,53 @@ def write_report(args, r, weights, elapsed):
         f"Overhead: **{100 * (1 - grpc / engine):.1f}%** (target <= 5%).", "",
         "## Memory-bandwidth roofline (batch-1 decode)", "",
         f"- STREAM-like copy: {fmt(r['bandwidth'])} GB/s",
-        f"- weights read per decode step: {weights / 1e6:.0f} MB; x {single:.1f} tok/s = "
+        f"- weights read per decode step ({args.dtype}): {weights[args.dtype] / 1e6:.0f} MB; "
+        f"x {single:.1f} tok/s = "
         f"{achieved:.1f} GB/s", "",
         f"Batch-1 decode reaches **{100 * achieved / bandwidth:.0f}%** of the copy bandwidth "
         "(target >= 70%).", ""]
+    lines += formats_report(r, weights, bandwidth)
     with open(args.output, "w") as f:
         f.write("\n".join(lines))
+
+
+def formats_report(r, weights, bandwidth):
+    q = r["quality"]
+    lines = [
+        "## Weight formats (model/export --dtype)", "",
+        "Speed: single stream through the server and the eager loop in the same format; "
+        "in-process engine at 16 concurrent streams.", "",
+        "| format | modules MB | server decode tok/s | server TTFT ms | eager decode tok/s | "
+        "eager TTFT ms | engine, 16 streams, tok/s | batch-1 roofline |",
+        "|---|---|---|---|---|---|---|---|"]
+    for dtype in FORMATS:
+        f = r["formats"][dtype]
+        share = weights[dtype] * statistics.median(f["single"]) / 1e9 / bandwidth
+        lines.append(f"| {dtype} | {q[dtype]['bytes'] / 1e6:.0f} | {fmt(f['single'])} | "
+                     f"{fmt(f['ttft'], 0)} | {fmt(f['eager'])} | {fmt(f['eager_ttft'], 0)} | "
+                     f"{fmt(f['engine16'])} | {100 * share:.0f}% |")
+    lines += [
+        "", "Quality against fp32: greedy agreement (share of teacher-forced steps whose argmax is "
+        "fp32's) and the largest logit difference; fixtures: Hugging Face's own fp32 logits "
+        "(5 cases x 20 steps + a batch of 2, logits up to +-18); bench model: its fp32 package "
+        "on 4 random prompts x 20 steps.", "",
+        "| format | tiny-llama fixtures | tiny-t5 fixtures | bench model vs fp32 |",
+        "|---|---|---|---|"]
+    cell = lambda t: f"{100 * t['greedy_agreement']:.1f}%, {t['max_logit_diff']:.2f}"  # noqa: E731
+    for dtype in FORMATS[1:]:
+        fx = q[dtype]["fixtures"]
+        lines.append(f"| {dtype} | {cell(fx['tiny-llama'])} | {cell(fx['tiny-t5'])} | "
+                     f"{cell(q[dtype]['model'])} |")
+    lines += [
+        "", "Profile of a batch-1 decode step (`python -m iblip_model.profile_decode`, torch's "
+        "profiler over the language model's decode with 64-80 cached positions; operator time, "
+        "top 3 by own CPU time):", "",
+        "| format | ms per step | top operators |", "|---|---|---|"]
+    for dtype in FORMATS:
+        p = q[dtype]["profile"]
+        top = "; ".join(f"{o['op']} {100 * o['share']:.0f}% ({o['calls']} calls)" for o in p["ops"][:3])
+        lines.append(f"| {dtype} | {p['step_ms']:.1f} | {top} |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ Face-style generate loop (KV cache, greedy), sequential and in static batches
 of 8 padded to the longest. Same workload shape as the C++ bench.
 
     PYTHONPATH=model/python /usr/bin/python3 -m iblip_model.eager_bench --checkpoint HF_DIR
-        [--lengths 32,200,...] [--json]
+        [--lengths 32,200,...] [--dtype fp32|bf16|int8] [--json]
 
 --lengths gives each request's output length (bench/run passes its chat
-workload's); --json prints the figures as one JSON object instead of a table.
+workload's); --dtype runs the eager model in a package's weight format (as
+model/export makes it), so that server and eager loop compare like with
+like; --json prints the figures as one JSON object instead of a table.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import time
 
 import torch
 
+from iblip_model.export import DTYPES, quantize_linear_layers
 from iblip_model.modeling.instructblip import greedy_generate, load_pretrained
 
 WORDS = ("what is the color of shape in this image describe picture left right how many are "
@@ -59,13 +62,16 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--lengths", help="comma-separated output lengths, one per request")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     else:
         torch.set_num_threads(torch.get_num_threads() if torch.get_num_threads() > 1 else 2)
-    model = load_pretrained(args.checkpoint)
+    model = load_pretrained(args.checkpoint, DTYPES[args.dtype])
+    if args.dtype == "int8":
+        model = quantize_linear_layers(model)
     count = len(args.lengths.split(",")) if args.lengths else args.requests
     prompts, lengths = workload(count, args.min_tokens, args.max_tokens,
                                 model.config.text.vocab_size)

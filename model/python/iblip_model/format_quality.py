@@ -89,7 +89,8 @@ def against_package(runner, reference, prompts, seed=0):
     tally = Tally()
     for _ in range(prompts):
         pixels = torch.randn(1, 3, size, size, generator=generator)
-        qids = torch.randint(1000, manifest["qformer_vocab_size"] - 1, (1, 8), generator=generator)
+        words = manifest["qformer_vocab_size"]  # past BERT's [unused] ids where there are any
+        qids = torch.randint(min(1000, words // 2), words - 1, (1, 8), generator=generator)
         prompt = torch.randint(3, manifest["lm_vocab_size"] - 1, (1, 8), generator=generator)
         qmask = torch.ones_like(qids)
         expected, expected_logits = reference.generate(reference.soft_prompt(pixels, qids, qmask),
