@@ -91,39 +91,52 @@ def _read_bin(path):
 
 
 def _read_sharded(directory, index_name, reader):
+    """Yields the shards' tensors one shard at a time (a 7B checkpoint never
+    needs to be in memory whole)."""
     index_path = os.path.join(directory, index_name)
     try:
         with open(index_path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
     except (json.JSONDecodeError, KeyError) as e:
         raise CheckpointError(f"{index_path}: malformed index ({e})") from e
-    state = {}
+    seen = set()
     for shard in sorted(set(weight_map.values())):
         shard_path = os.path.join(directory, shard)
         if not os.path.isfile(shard_path):
             raise CheckpointError(f"{index_path}: names shard {shard}, which is missing")
-        state.update(reader(shard_path))
-    missing = sorted(set(weight_map) - set(state))
+        tensors = reader(shard_path)
+        seen.update(tensors)
+        yield tensors
+    missing = sorted(set(weight_map) - seen)
     if missing:
         raise CheckpointError(f"{index_path}: key '{missing[0]}' is not in its shard")
-    return state
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
+def iter_state_dict(directory):
+    """The checkpoint's tensors as stored (dtype unchanged), one dict per
+    weight file."""
+    if os.path.isfile(os.path.join(directory, "model.safetensors")):
+        yield read_safetensors(os.path.join(directory, "model.safetensors"))
+    elif os.path.isfile(os.path.join(directory, "model.safetensors.index.json")):
+        yield from _read_sharded(directory, "model.safetensors.index.json", read_safetensors)
+    elif os.path.isfile(os.path.join(directory, "pytorch_model.bin")):
+        yield _read_bin(os.path.join(directory, "pytorch_model.bin"))
+    elif os.path.isfile(os.path.join(directory, "pytorch_model.bin.index.json")):
+        yield from _read_sharded(directory, "pytorch_model.bin.index.json", _read_bin)
+    else:
+        raise CheckpointError(f"{directory}: no weights (looked for {', '.join(WEIGHT_FILES)})")
+
+
 def load_state_dict(directory):
     """All tensors of the checkpoint, as stored (dtype unchanged)."""
-    if os.path.isfile(os.path.join(directory, "model.safetensors")):
-        return read_safetensors(os.path.join(directory, "model.safetensors"))
-    if os.path.isfile(os.path.join(directory, "model.safetensors.index.json")):
-        return _read_sharded(directory, "model.safetensors.index.json", read_safetensors)
-    if os.path.isfile(os.path.join(directory, "pytorch_model.bin")):
-        return _read_bin(os.path.join(directory, "pytorch_model.bin"))
-    if os.path.isfile(os.path.join(directory, "pytorch_model.bin.index.json")):
-        return _read_sharded(directory, "pytorch_model.bin.index.json", _read_bin)
-    raise CheckpointError(f"{directory}: no weights (looked for {', '.join(WEIGHT_FILES)})")
+    state = {}
+    for shard in iter_state_dict(directory):
+        state.update(shard)
+    return state
 
 
 def save_state_dict(directory, state, fmt="bin", max_shard_bytes=None):

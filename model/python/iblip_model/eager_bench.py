@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from iblip_model.export import DTYPES, quantize_linear_layers
+from iblip_model.export import DTYPES
 from iblip_model.modeling.instructblip import greedy_generate, load_pretrained
 
 WORDS = ("what is the color of shape in this image describe picture left right how many are "
@@ -69,9 +69,7 @@ def main():
         torch.set_num_threads(args.threads)
     else:
         torch.set_num_threads(torch.get_num_threads() if torch.get_num_threads() > 1 else 2)
-    model = load_pretrained(args.checkpoint, DTYPES[args.dtype])
-    if args.dtype == "int8":
-        model = quantize_linear_layers(model)
+    model = load_pretrained(args.checkpoint, DTYPES[args.dtype], quantize_int8=args.dtype == "int8")
     count = len(args.lengths.split(",")) if args.lengths else args.requests
     prompts, lengths = workload(count, args.min_tokens, args.max_tokens,
                                 model.config.text.vocab_size)

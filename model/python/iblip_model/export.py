@@ -120,19 +120,6 @@ def _verify(model, package_dir, files, config, tolerance, progress):
     return diffs
 
 
-def quantize_linear_layers(model):
-    """Dynamic int8 quantization of every nn.Linear (weights per output
-    channel, activations per call), on the oneDNN engine the C++ runtime
-    also uses (Debian's torch has no FBGEMM)."""
-    engines = torch.backends.quantized.supported_engines
-    if "onednn" not in engines:
-        raise CheckpointError(f"--dtype int8: this torch has no oneDNN quantized engine ({engines})")
-    torch.backends.quantized.engine = "onednn"
-    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-    return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear: qconfig},
-                                                  dtype=torch.qint8)
-
-
 def _prepare_output(output_dir):
     """A staging directory beside output_dir. Refuses to replace a directory
     that is neither empty nor a model package."""
@@ -162,12 +149,9 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
     qformer_section, qformer_files = tokenizer_files.qformer_tokenizer(checkpoint_dir, config)
     image_section = tokenizer_files.image_processor(checkpoint_dir, config)
     generation = tokenizer_files.generation_settings(checkpoint_dir, config, lm_section)
-    model = load_pretrained(checkpoint_dir, DTYPES[dtype])
-    parameters = sum(p.numel() for p in model.parameters())
-    progress.step(f"loaded {parameters / 1e6:.1f}M parameters as {DTYPES[dtype]}")
-    if dtype == "int8":
-        model = quantize_linear_layers(model)
-        progress.step("quantized the Linear layers to int8 (dynamic, per output channel)")
+    model = load_pretrained(checkpoint_dir, DTYPES[dtype], quantize_int8=dtype == "int8")
+    progress.step(f"loaded the weights as {dtype}"
+                  + (" (Linear layers quantized per output channel as they load)" if dtype == "int8" else ""))
 
     output_dir, staging = _prepare_output(output_dir)
     try:

@@ -1,6 +1,7 @@
 """InstructBlipForConditionalGeneration: vision encoder -> Q-Former ->
 language projection -> LLaMA or T5, loaded from a Hugging Face checkpoint."""
 
+import contextlib
 import re
 from typing import List
 
@@ -13,6 +14,7 @@ from iblip_model.modeling.llama import LlamaForCausalLM
 from iblip_model.modeling.qformer import InstructBlipQFormerModel
 from iblip_model.modeling.t5 import T5ForConditionalGeneration
 from iblip_model.modeling.vision import InstructBlipVisionModel
+from iblip_model.quantize import quantize_linear_layers
 
 # Buffers some checkpoints carry and our modules recompute (or tie).
 _IGNORED_KEYS = [
@@ -53,38 +55,77 @@ class InstructBlipForConditionalGeneration(nn.Module):
         return self.language_model.shared(input_ids)
 
 
-def _check_and_adapt(model, state, source):
-    expected = model.state_dict()
-    state = {k: v for k, v in state.items() if not any(p.match(k) for p in _IGNORED_KEYS)}
-    text = model.config.text
-    if (model.config.lm_family == "t5" and "language_model.lm_head.weight" not in state
-            and text.tie_word_embeddings and "language_model.shared.weight" in state):
-        state["language_model.lm_head.weight"] = state["language_model.shared.weight"]
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise CheckpointError(f"{source}: missing key '{missing[0]}'"
-                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key '{unexpected[0]}'"
-                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{source}: key '{name}' has shape {tuple(tensor.shape)}, "
-                                  f"config.json implies {tuple(expected[name].shape)}")
-        if not tensor.is_floating_point():
-            raise CheckpointError(f"{source}: key '{name}' has dtype {tensor.dtype}, expected floats")
-    return state
+@contextlib.contextmanager
+def _uninitialized_weights():
+    """Modules built inside skip their random initialization: every weight
+    is loaded next, and a 7B model's fp32 skeleton then commits no memory
+    until its weights arrive (or are quantized away)."""
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.Conv2d)
+    saved = [cls.reset_parameters for cls in classes]
+    for cls in classes:
+        cls.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        for cls, method in zip(classes, saved):
+            cls.reset_parameters = method
 
 
-def load_pretrained(checkpoint_dir, dtype=torch.float32):
-    """Our model with the checkpoint's weights, in eval mode, as `dtype`."""
+def _fail(source, kind, names):
+    names = sorted(names)
+    raise CheckpointError(f"{source}: {kind} key '{names[0]}'"
+                          + (f" (and {len(names) - 1} more)" if len(names) > 1 else ""))
+
+
+@torch.no_grad()
+def load_pretrained(checkpoint_dir, dtype=torch.float32, quantize_int8=False):
+    """Our model with the checkpoint's weights, in eval mode, as `dtype`
+    (quantize_int8: fp32 with every Linear layer dynamically quantized).
+    Weights are copied in one weight file at a time, and with quantize_int8
+    each Linear layer is quantized as soon as its weights are in, so the
+    peak memory stays near the result's size plus one shard."""
+    if quantize_int8 and dtype != torch.float32:
+        raise ValueError("int8 quantization starts from fp32 layers")
     config = hf_config.load_config(checkpoint_dir)
-    model = InstructBlipForConditionalGeneration(config)
-    state = checkpoint.load_state_dict(checkpoint_dir)
-    state = _check_and_adapt(model, state, checkpoint_dir)
-    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
-    return model.to(dtype).eval()
+    with _uninitialized_weights():
+        model = InstructBlipForConditionalGeneration(config)
+    model = model.to(dtype)
+    targets = model.state_dict(keep_vars=True)
+    # Shapes only from here on: a reference to a Linear's fp32 weight would
+    # keep it alive after the layer is quantized.
+    expected = {name: tuple(t.shape) for name, t in targets.items()}
+    loaded = set()
+    complete = lambda layer: all(f"{layer}.{p}" in loaded  # noqa: E731
+                                 for p in ("weight", "bias") if f"{layer}.{p}" in expected)
+    for shard in checkpoint.iter_state_dict(checkpoint_dir):
+        names = [n for n in shard if not any(p.match(n) for p in _IGNORED_KEYS)]
+        unexpected = [n for n in names if n not in expected]
+        if unexpected:
+            _fail(checkpoint_dir, "unexpected", unexpected)
+        for name in names:
+            tensor = shard[name]
+            if tuple(tensor.shape) != expected[name]:
+                raise CheckpointError(f"{checkpoint_dir}: key '{name}' has shape {tuple(tensor.shape)}, "
+                                      f"config.json implies {expected[name]}")
+            if not tensor.is_floating_point():
+                raise CheckpointError(f"{checkpoint_dir}: key '{name}' has dtype {tensor.dtype}, "
+                                      "expected floats")
+            targets.pop(name).copy_(tensor)
+            loaded.add(name)
+        del shard
+        if quantize_int8:
+            quantize_linear_layers(model, lambda layer: complete(layer))
+    text = config.text
+    head, shared = "language_model.lm_head.weight", "language_model.shared.weight"
+    if (config.lm_family == "t5" and head not in loaded and text.tie_word_embeddings
+            and shared in loaded):
+        targets.pop(head).copy_(model.language_model.shared.weight)
+        loaded.add(head)
+    if set(expected) - loaded:
+        _fail(checkpoint_dir, "missing", set(expected) - loaded)
+    if quantize_int8:
+        quantize_linear_layers(model)  # a tied head, loaded last
+    return model.eval()
 
 
 # -- eager generation (reference loop for tests and benchmarks) --------------
