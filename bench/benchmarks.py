@@ -393,7 +393,16 @@ def write_report(args, r, weights, elapsed):
         "(target >= 70%).", ""]
     lines += formats_report(r, weights, bandwidth)
     with open(args.output, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + kept_large_model_section(args.output))
+
+
+def kept_large_model_section(path):
+    """bench/large_model.py's section, which a run of this script keeps."""
+    begin, end = "<!-- large-model -->", "<!-- /large-model -->"
+    text = open(path).read() if os.path.exists(path) else ""
+    if begin not in text:
+        return ""
+    return "\n" + text[text.index(begin):text.index(end) + len(end)] + "\n"
 
 
 def formats_report(r, weights, bandwidth):

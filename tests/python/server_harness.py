@@ -26,7 +26,7 @@ class RunningServer:
         self.log = log  # list of stderr lines, filled by a thread
 
 
-def start_server(*extra_args, package_dir=PACKAGE_DIR):
+def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEOUT_S):
     args = [SERVER_BIN, "--model", package_dir, "--host", "127.0.0.1", "--port", "0",
             "--metrics-port", "0", "--threads", "1", *extra_args]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -42,7 +42,7 @@ def start_server(*extra_args, package_dir=PACKAGE_DIR):
 
     reader = threading.Thread(target=read_ready_line, daemon=True)
     reader.start()
-    reader.join(START_TIMEOUT_S)
+    reader.join(start_timeout)
     if "grpc" not in ready:
         process.kill()
         process.wait()

@@ -142,27 +142,34 @@ def load_state_dict(directory):
 def save_state_dict(directory, state, fmt="bin", max_shard_bytes=None):
     """Writes `state` in one of the layouts: bin, safetensors (sharded when
     max_shard_bytes is given)."""
+    save_lazily(directory, [(name, t.numel() * t.element_size()) for name, t in state.items()],
+                state.__getitem__, fmt, max_shard_bytes)
+
+
+def save_lazily(directory, sizes, make, fmt="bin", max_shard_bytes=None):
+    """Like save_state_dict for [(name, bytes)] whose tensors make(name)
+    creates, in order, one shard at a time: a checkpoint larger than memory
+    can be written."""
     if fmt not in ("bin", "safetensors"):
         raise ValueError(fmt)
     single = "pytorch_model.bin" if fmt == "bin" else "model.safetensors"
     write = (lambda p, s: torch.save(s, p)) if fmt == "bin" else write_safetensors
     if not max_shard_bytes:
-        write(os.path.join(directory, single), state)
+        write(os.path.join(directory, single), {name: make(name) for name, _ in sizes})
         return
-    shards, current, size = [], {}, 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
+    shards, current, size = [], [], 0
+    for name, nbytes in sizes:
         if current and size + nbytes > max_shard_bytes:
             shards.append(current)
-            current, size = {}, 0
-        current[name] = tensor
+            current, size = [], 0
+        current.append(name)
         size += nbytes
     shards.append(current)
     stem, ext = single.rsplit(".", 1)
     weight_map = {}
-    for i, shard in enumerate(shards):
-        name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}"
-        write(os.path.join(directory, name), shard)
-        weight_map.update({k: name for k in shard})
+    for i, names in enumerate(shards):
+        file_name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}"
+        write(os.path.join(directory, file_name), {name: make(name) for name in names})
+        weight_map.update({k: file_name for k in names})
     with open(os.path.join(directory, single + ".index.json"), "w", encoding="utf-8") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)

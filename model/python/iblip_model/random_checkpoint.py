@@ -7,12 +7,16 @@ where this project is built).
 
 Presets: tiny-llama, tiny-t5 (a few MB), medium (LLaMA family; vision 12x768,
 Q-Former 12x768, LM 8x1024 with a 32001-row vocabulary: ~0.4 B parameters,
-realistic enough for benchmarks). Deterministic from the seed. config.json
+realistic enough for benchmarks), vicuna-7b (the real
+InstructBLIP-Vicuna-7B shapes: EVA ViT-g 39x1408, Q-Former 12x768, LLaMA
+32x4096: ~7.9 B parameters; write it as --dtype bf16 --format safetensors
+--shard-mb 2000, one shard in memory at a time: 16 GB on disk). Deterministic from the seed. config.json
 omits values equal to the Hugging Face class defaults, as real checkpoints do.
 """
 
 import argparse
 import json
+import math
 import os
 import random
 import tempfile
@@ -20,7 +24,8 @@ import tempfile
 import torch
 
 from iblip_model import checkpoint, hf_config
-from iblip_model.modeling.instructblip import InstructBlipForConditionalGeneration
+from iblip_model.modeling.instructblip import (InstructBlipForConditionalGeneration,
+                                                uninitialized_weights)
 
 WORDS = ("a an the is are what where which how many color shape image picture photo describe "
          "short caption question answer red green blue yellow orange purple white black gray "
@@ -45,6 +50,12 @@ PRESETS = {
         qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         text=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
                   max_position_embeddings=2048)),
+    # Vision and Q-Former at the Hugging Face class defaults, as the real
+    # checkpoint's config.json leaves them.
+    "vicuna-7b": dict(
+        family="llama", queries=32, spm_pieces=1000, lm_vocab_size=32001, vision={}, qformer={},
+        text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, max_position_embeddings=2048)),
 }
 
 
@@ -144,7 +155,8 @@ def write_config_files(output_dir, spec, tokenizer_vocab, qformer_vocab, dtype="
         "num_query_tokens": spec["queries"],
         "vision_config": dict(model_type="instructblip_vision_model", **spec["vision"]),
         "qformer_config": dict(model_type="instructblip_qformer", vocab_size=qformer_vocab,
-                               encoder_hidden_size=spec["vision"]["hidden_size"], **spec["qformer"]),
+                               encoder_hidden_size=spec["vision"].get("hidden_size", 1408),
+                               **spec["qformer"]),
         "text_config": text,
         "use_decoder_only_language_model": spec["family"] == "llama",
         "torch_dtype": {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype],
@@ -162,29 +174,47 @@ def write_config_files(output_dir, spec, tokenizer_vocab, qformer_vocab, dtype="
         "resample": 3, "rescale_factor": 1 / 255, "size": {"height": size, "width": size}})
 
 
+TIED = {"language_model.encoder.embed_tokens.weight": "language_model.shared.weight",
+        "language_model.decoder.embed_tokens.weight": "language_model.shared.weight"}
+
+
 def generate(preset, output_dir, fmt="bin", shard_mb=None, dtype="fp32", seed=0):
     spec = PRESETS[preset]
     os.makedirs(output_dir, exist_ok=True)
     tokenizer_vocab, qformer_vocab = write_tokenizers(output_dir, spec["family"],
                                                       spec["spm_pieces"], seed)
     write_config_files(output_dir, spec, tokenizer_vocab, qformer_vocab, dtype)
-    model = InstructBlipForConditionalGeneration(hf_config.load_config(output_dir))
+    with uninitialized_weights():  # shapes only: a 7B model's skeleton commits no memory
+        model = InstructBlipForConditionalGeneration(hf_config.load_config(output_dir))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    del model
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, tensor in model.state_dict().items():
+    made = {}
+
+    def make(name):
+        """Called in state-dict order (the generator's sequence is the seed's)."""
+        if name in TIED:
+            return made[TIED[name]]
+        shape = shapes[name]
         if name.endswith("bias"):
-            value = torch.randn(tensor.shape, generator=generator) * 0.02
+            value = torch.randn(shape, generator=generator) * 0.02
         elif "norm" in name or "LayerNorm" in name:
-            value = 1 + torch.randn(tensor.shape, generator=generator) * 0.05
+            value = 1 + torch.randn(shape, generator=generator) * 0.05
         else:
-            value = torch.randn(tensor.shape, generator=generator) * 0.02
-        state[name] = value.to({"fp32": torch.float32, "fp16": torch.float16,
-                                "bf16": torch.bfloat16}[dtype])
+            value = torch.randn(shape, generator=generator) * 0.02
+        value = value.to(torch_dtype)
+        if name in TIED.values():
+            made[name] = value
+        return value
+
+    names = list(shapes)
     if spec["family"] == "t5":  # what Hugging Face saves: tied copies of shared
-        state["language_model.encoder.embed_tokens.weight"] = state["language_model.shared.weight"]
-        state["language_model.decoder.embed_tokens.weight"] = state["language_model.shared.weight"]
-    checkpoint.save_state_dict(output_dir, state, fmt,
-                               max_shard_bytes=shard_mb * (1 << 20) if shard_mb else None)
+        names += list(TIED)
+    element = torch.empty((), dtype=torch_dtype).element_size()
+    sizes = [(name, element * math.prod(shapes[TIED.get(name, name)])) for name in names]
+    checkpoint.save_lazily(output_dir, sizes, make, fmt,
+                           max_shard_bytes=shard_mb * (1 << 20) if shard_mb else None)
     return output_dir
 
 

@@ -56,7 +56,7 @@ class InstructBlipForConditionalGeneration(nn.Module):
 
 
 @contextlib.contextmanager
-def _uninitialized_weights():
+def uninitialized_weights():
     """Modules built inside skip their random initialization: every weight
     is loaded next, and a 7B model's fp32 skeleton then commits no memory
     until its weights arrive (or are quantized away)."""
@@ -87,7 +87,7 @@ def load_pretrained(checkpoint_dir, dtype=torch.float32, quantize_int8=False):
     if quantize_int8 and dtype != torch.float32:
         raise ValueError("int8 quantization starts from fp32 layers")
     config = hf_config.load_config(checkpoint_dir)
-    with _uninitialized_weights():
+    with uninitialized_weights():
         model = InstructBlipForConditionalGeneration(config)
     model = model.to(dtype)
     targets = model.state_dict(keep_vars=True)
