@@ -3,14 +3,20 @@
 //
 //   iblip-engine-bench --model PACKAGE_DIR [--checkpoint HF_DIR]
 //       [--concurrency 1,4,8,16,32] [--requests-per-level N] [--threads N]
+//       [--images A.jpg,B.jpg,...] [--prompt TEXT]
 //
 // Workload: synthetic images, prompts of 6-20 tokens, output lengths spread
 // evenly over [--min-tokens, --max-tokens] (min_new_tokens = max_new_tokens,
 // so every request produces exactly its length). With --checkpoint, the same
 // work runs through model/python/iblip_model/eager_bench.py (sequential, and
-// static batches of 8 padded to the longest). Prints a table.
+// static batches of 8 padded to the longest). With --images (request i
+// decodes and preprocesses image i mod n on the submitting thread, as the
+// server's handlers do) and --prompt, the load is the one bench/run sends
+// through gRPC, so the two differ only by gRPC and the server's scheduling.
+// Prints a table.
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -19,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_line.h"
+#include "model/runtime/image_preprocessor.h"
 #include "model/runtime/instructblip_model.h"
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/package.h"
@@ -32,21 +39,25 @@ namespace {
 struct Workload {
   std::vector<std::string> prompts;
   std::vector<int> lengths;
+  std::vector<std::string> images;  // encoded files; empty: synthetic pixels
 };
 
-Workload MakeWorkload(int count, int min_tokens, int max_tokens) {
+Workload MakeWorkload(int count, int min_tokens, int max_tokens,
+                      const std::vector<std::string>& images = {},
+                      const std::string& fixed_prompt = "") {
   const char* words[] = {"what",    "is",   "the",   "color", "of",
                          "shape",   "in",   "this",  "image", "describe",
                          "picture", "left", "right", "how",   "many",
                          "are",     "there"};
   std::mt19937 rng(17);
   Workload w;
+  w.images = images;
   for (int i = 0; i < count; ++i) {
     std::string prompt;
     const int n = 6 + static_cast<int>(rng() % 15);
     for (int j = 0; j < n; ++j)
       prompt += std::string(j ? " " : "") + words[rng() % 17];
-    w.prompts.push_back(prompt + "?");
+    w.prompts.push_back(fixed_prompt.empty() ? prompt + "?" : fixed_prompt);
     w.lengths.push_back(count == 1 ? max_tokens
                                    : min_tokens + (max_tokens - min_tokens) *
                                                       i / (count - 1));
@@ -104,6 +115,7 @@ LevelResult RunLevel(Engine& engine, const model::PackageManifest& manifest,
                      const model::LmTokenizer& lm,
                      const model::WordPieceTokenizer& qformer, int concurrency,
                      const Workload& work) {
+  const model::ImagePreprocessor preprocessor(manifest.image, {});
   LevelResult result;
   result.concurrency = concurrency;
   result.requests = static_cast<int>(work.prompts.size());
@@ -114,9 +126,16 @@ LevelResult RunLevel(Engine& engine, const model::PackageManifest& manifest,
   auto submit = [&](size_t i) {
     auto request = std::make_shared<GenerationRequest>();
     request->arrival = starts[i] = absl::Now();
-    request->pixels.size = manifest.image.size;
-    request->pixels.chw.assign(3ull * manifest.image.size * manifest.image.size,
-                               0.01f * (i % 50));
+    if (work.images.empty()) {
+      request->pixels.size = manifest.image.size;
+      request->pixels.chw.assign(
+          3ull * manifest.image.size * manifest.image.size, 0.01f * (i % 50));
+    } else {
+      auto pixels =
+          preprocessor.Process(work.images[i % work.images.size()], "--images");
+      if (!pixels.ok()) std::abort();
+      request->pixels = *std::move(pixels);
+    }
     request->prompt_ids = lm.EncodePrompt(work.prompts[i]);
     request->qformer_ids = qformer.Encode(work.prompts[i]);
     request->settings.max_new_tokens = work.lengths[i];
@@ -170,7 +189,8 @@ int Main(int argc, char** argv) {
         << "usage: iblip-engine-bench --model PACKAGE_DIR [--checkpoint "
            "HF_DIR] "
            "[--concurrency 1,4,8,16,32] [--requests-per-level N] [--threads N] "
-           "[--min-tokens 32] [--max-tokens 128]\n";
+           "[--min-tokens 32] [--max-tokens 128] [--images A.jpg,B.jpg] "
+           "[--prompt TEXT]\n";
     return 2;
   }
   const CommandLine& line = *parsed;
@@ -188,6 +208,17 @@ int Main(int argc, char** argv) {
   const int threads = number("threads", 0);
   const int min_tokens = number("min-tokens", 32),
             max_tokens = number("max-tokens", 128);
+
+  std::vector<std::string> images;
+  if (auto list = line.Get("images")) {
+    for (absl::string_view path : absl::StrSplit(*list, ',')) {
+      std::ifstream file{std::string(path), std::ios::binary};
+      if (!file) return std::cerr << "cannot read " << path << "\n", 1;
+      images.emplace_back(std::istreambuf_iterator<char>(file),
+                          std::istreambuf_iterator<char>());
+    }
+  }
+  const std::string prompt = line.Get("prompt").value_or("");
 
   auto manifest = model::LoadPackageManifest(*line.Get("model"));
   if (!manifest.ok()) return std::cerr << manifest.status() << "\n", 1;
@@ -212,8 +243,9 @@ int Main(int argc, char** argv) {
   std::vector<LevelResult> results;
   for (int level : levels) {
     const int count = number("requests-per-level", std::max(8, 2 * level));
-    results.push_back(RunLevel(**engine, *manifest, **lm, **qformer, level,
-                               MakeWorkload(count, min_tokens, max_tokens)));
+    results.push_back(
+        RunLevel(**engine, *manifest, **lm, **qformer, level,
+                 MakeWorkload(count, min_tokens, max_tokens, images, prompt)));
     const auto& r = results.back();
     std::fprintf(stderr, "  concurrency %d done: %.1f output tok/s\n", level,
                  r.tokens / r.wall_s);
