@@ -55,3 +55,23 @@ def test_quarter_labels_mark_empty_quarters():
     labels = train.quarter_labels([{"shape": "star", "color": "green", "quarter": 2}])
     assert labels.tolist() == [[4, 6], [4, 6], [shapes.SHAPES.index("star"),
                                                 list(shapes.COLORS).index("green")], [4, 6]]
+
+
+def test_presence_answers_do_not_follow_from_the_count():
+    rng = random.Random(7)
+    answers = {1: [], 3: []}
+    for _ in range(400):
+        scene = shapes.random_scene(rng)
+        if len(scene) in answers:
+            answers[len(scene)].append(shapes.question(scene, rng, "presence")[2])
+    for count, said in answers.items():
+        assert 0.4 <= said.count("yes") / len(said) <= 0.6, (count, said.count("yes"), len(said))
+
+
+def test_named_labels_point_at_the_asked_shape():
+    scene = [{"shape": "circle", "color": "red", "quarter": 0},
+             {"shape": "star", "color": "orange", "quarter": 3}]
+    orange = list(shapes.COLORS).index("orange")
+    assert train.named_labels(scene, "what color is the star?").tolist() == [3, orange]
+    assert train.named_labels(scene, "is there a square?").tolist() == [4, len(shapes.COLORS)]
+    assert train.named_labels(scene, "how many shapes are there?").tolist() == [-100, -100]

@@ -10,7 +10,10 @@ Q-Former 12x768, LM 8x1024 with a 32001-row vocabulary: ~0.4 B parameters,
 realistic enough for benchmarks), vicuna-7b (the real
 InstructBLIP-Vicuna-7B shapes: EVA ViT-g 39x1408, Q-Former 12x768, LLaMA
 32x4096: ~7.9 B parameters; write it as --dtype bf16 --format safetensors
---shard-mb 2000, one shard in memory at a time: 16 GB on disk). Deterministic from the seed. config.json
+--shard-mb 2000, one shard in memory at a time: 16 GB on disk).
+Deterministic from the seed (SentencePiece's file also records the path of
+its temporary training text, so its bytes differ; its pieces and scores do
+not). config.json
 omits values equal to the Hugging Face class defaults, as real checkpoints do.
 """
 

@@ -7,7 +7,7 @@ Each shape sits in its own quarter of the image (top left, top right, bottom
 left, bottom right), jittered and sized at random, so every answer is
 unambiguous. Question types: color ("what color is the circle?" -> "red"),
 count ("how many shapes are there?" -> "three"), presence ("is there a
-star?" -> "yes"), position ("where is the square?" -> "top left"; "is the
+star?" -> "yes", as often as "no"), position ("where is the square?" -> "top left"; "is the
 square on the left or on the right?" -> "left"; "... at the top or at the
 bottom?" -> "top"), caption ("describe the image." -> "a red circle and a
 blue square", shapes in reading order).
@@ -113,8 +113,13 @@ def question(scene, rng, kind=None):
     if kind == "count":
         return kind, template, NUMBERS[len(scene)]
     if kind == "presence":
-        shape = rng.choice(SHAPES)
-        return kind, template.format(shape=shape), "yes" if any(o["shape"] == shape for o in scene) else "no"
+        # Yes and no equally often whatever the count: with the asked shape
+        # drawn uniformly, "yes" follows from the number of shapes (a model
+        # answering from the count alone was right 68% of the time).
+        present = [o["shape"] for o in scene]
+        answer = "yes" if rng.random() < 0.5 else "no"
+        shape = rng.choice(present if answer == "yes" else [s for s in SHAPES if s not in present])
+        return kind, template.format(shape=shape), answer
     if kind == "position":
         obj = rng.choice(scene)
         vertical, horizontal = QUARTERS[obj["quarter"]].split()
