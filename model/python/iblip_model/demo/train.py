@@ -5,7 +5,7 @@ a real checkpoint. Deterministic for a seed, step count and worker count
 (CPU: two data-parallel processes of one thread each).
 
     PYTHONPATH=model/python /usr/bin/python3 -m iblip_model.demo.train \
-        --output model/demo-checkpoint [--steps 3600] [--seed 0]
+        --output model/demo-checkpoint [--steps 2800] [--seed 0]
 """
 
 import argparse
