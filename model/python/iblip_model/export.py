@@ -13,6 +13,7 @@ only after every TorchScript module was verified against the eager model, so
 a failed export leaves no package behind."""
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -62,55 +63,56 @@ def _max_diff(a, b):
     return (a.to(torch.float32) - b.to(torch.float32)).abs().max().item()
 
 
-@torch.no_grad()
-def _verify(model, package_dir, files, config, tolerance, progress):
-    """Runs the saved TorchScript modules and the eager model on the same
-    inputs; returns the max |diff| of each output."""
-    generator = torch.Generator().manual_seed(0)
-    pixels, qformer_ids, prompt_ids = _sample_inputs(config, generator)
+def _run_stages(vision, soft_prompt, embed, lm, config, inputs):
+    """The whole model on the sample inputs, stage by stage: vision encoder,
+    soft prompt, then LLaMA prefill and one decode step, or T5 encoder,
+    cross keys/values and two decode steps. `lm` has the exported
+    language-model methods (TorchScript module or its eager wrapper)."""
+    pixels, qformer_ids, prompt_ids = inputs
     qformer_mask = torch.ones_like(qformer_ids)
-    vision = torch.jit.load(os.path.join(package_dir, files["vision_encoder"]))
-    qformer = torch.jit.load(os.path.join(package_dir, files["qformer"]))
-    lm = torch.jit.load(os.path.join(package_dir, files["language_model"]))
-
-    diffs = {}
-    image_embeds = vision(pixels)
-    diffs["image_embeds"] = _max_diff(image_embeds, model.vision_model(pixels))
-    soft = qformer(image_embeds, qformer_ids, qformer_mask)
-    eager_soft = model.soft_prompt(pixels, qformer_ids, qformer_mask)
-    diffs["soft_prompt"] = _max_diff(soft, eager_soft)
-    embeds = torch.cat([soft, lm.embed(prompt_ids)], dim=1)
-    eager_embeds = torch.cat([eager_soft, model.embed(prompt_ids)], dim=1)
+    out = {"image_embeds": vision(pixels)}
+    soft = soft_prompt(out["image_embeds"], qformer_ids, qformer_mask)
+    out["soft_prompt"] = soft
+    embeds = torch.cat([soft, embed(prompt_ids)], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long)
-    eager = model.language_model
     next_ids = prompt_ids[:, -1:]
     if config.lm_family == "llama":
         positions = torch.arange(embeds.shape[1])[None]
-        logits, keys, values = lm.prefill(embeds, mask, positions)
-        hidden, e_keys, e_values = eager.forward_cached(eager_embeds, mask, positions, None, None)
-        diffs["prefill_logits"] = _max_diff(logits, eager.logits(hidden[:, -1]))
+        out["prefill_logits"], keys, values = lm.prefill(embeds, mask, positions)
         mask2 = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], dim=1)
-        step_pos = positions[:, -1:] + 1
-        logits, _, _ = lm.decode(next_ids, mask2, step_pos, keys, values)
-        hidden, _, _ = eager.forward_cached(model.embed(next_ids), mask2, step_pos, e_keys, e_values)
-        diffs["decode_logits"] = _max_diff(logits, eager.logits(hidden[:, -1]))
+        out["decode_logits"], _, _ = lm.decode(next_ids, mask2, positions[:, -1:] + 1, keys, values)
     else:
-        encoded = lm.encode(embeds, mask)
-        e_encoded = eager.encode(eager_embeds, mask)
-        diffs["encoder"] = _max_diff(encoded, e_encoded)
+        out["encoder"] = encoded = lm.encode(embeds, mask)
         cross_k, cross_v = lm.cross_kv(encoded)
-        e_cross_k, e_cross_v = eager.cross_kv(e_encoded)
         start = torch.full((1, 1), config.text.decoder_start_token_id, dtype=torch.long)
         pos, self_mask = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long)
-        logits, keys, values = lm.decode(start, pos, self_mask, None, None, cross_k, cross_v, mask)
-        e_logits, e_keys, e_values = eager.decode_cached(start, pos, self_mask, None, None,
-                                                         e_cross_k, e_cross_v, mask)
-        diffs["first_step_logits"] = _max_diff(logits, e_logits)
+        out["first_step_logits"], keys, values = lm.decode(start, pos, self_mask, None, None,
+                                                           cross_k, cross_v, mask)
         pos2, mask2 = torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long)
-        logits, _, _ = lm.decode(next_ids, pos2, mask2, keys, values, cross_k, cross_v, mask)
-        e_logits, _, _ = eager.decode_cached(next_ids, pos2, mask2, e_keys, e_values,
-                                             e_cross_k, e_cross_v, mask)
-        diffs["decode_logits"] = _max_diff(logits, e_logits)
+        out["decode_logits"], _, _ = lm.decode(next_ids, pos2, mask2, keys, values,
+                                               cross_k, cross_v, mask)
+    return {k: v.to(torch.float32) for k, v in out.items()}
+
+
+@torch.no_grad()
+def _eager_outputs(model, config):
+    """The sample inputs and what the eager model makes of them."""
+    inputs = _sample_inputs(config, torch.Generator().manual_seed(0))
+    wrapper = (export_modules.LlamaLanguageModel if config.lm_family == "llama"
+               else export_modules.T5LanguageModel)(model.language_model)
+    projector = export_modules.QFormerProjector(model)
+    return inputs, _run_stages(model.vision_model, projector, wrapper.embed, wrapper, config, inputs)
+
+
+@torch.no_grad()
+def _verify(package_dir, files, config, inputs, eager, tolerance, progress):
+    """Loads the saved TorchScript modules (the eager model is gone by then:
+    a 7B model is not in memory twice) and compares each stage's output
+    with the eager model's; returns the max |diff| of each."""
+    load = lambda key: torch.jit.load(os.path.join(package_dir, files[key]))  # noqa: E731
+    lm = load("language_model")
+    scripted = _run_stages(load("vision_encoder"), load("qformer"), lm.embed, lm, config, inputs)
+    diffs = {k: _max_diff(scripted[k], eager[k]) for k in eager}
     worst = max(diffs, key=diffs.get)
     progress.step("verified TorchScript against eager: "
                   + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
@@ -170,7 +172,10 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
         progress.step(f"scripted the language model ({', '.join(methods)})")
         for name, source in {**lm_files, **qformer_files}.items():
             shutil.copyfile(source, os.path.join(staging, name))
-        diffs = _verify(model, staging, files, config, TOLERANCE[dtype], progress)
+        inputs, eager = _eager_outputs(model, config)
+        del model, lm
+        gc.collect()
+        diffs = _verify(staging, files, config, inputs, eager, TOLERANCE[dtype], progress)
 
         text = config.text
         llama = config.lm_family == "llama"
