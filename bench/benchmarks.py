@@ -206,6 +206,14 @@ def decode_weight_bytes(checkpoint, dtype):
                if name.startswith("language_model.") and "embed_tokens" not in name)
 
 
+def resident_gib(pid):
+    """A process's resident memory, GiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
 def package_bytes(package):
     return sum(os.path.getsize(os.path.join(package, n)) for n in os.listdir(package)
                if n.endswith(".pt"))
@@ -235,8 +243,10 @@ def measure_formats(args, checkpoint, single_workload, single_tokens, tokens, r)
         package = bench_model(args.preset, dtype)[1]
         log(f"weight format {dtype}: single stream, eager, 16 streams in-process")
         f = r["formats"].setdefault(dtype, {"single": [], "ttft": [], "eager": [], "eager_ttft": [],
-                                           "engine16": []})
-        report = server_run(package, single_workload, 1)
+                                           "engine16": [], "rss": []})
+        report, server = server_bench(package, single_workload, 1)
+        f["rss"].append(resident_gib(server.process.pid))
+        stop_server(server)
         f["single"].append(1000 / report["inter_token_latency"]["mean_ms"])
         f["ttft"].append(report["time_to_first_token"]["p50_ms"])
         e = eager(checkpoint, [single_tokens], dtype)
@@ -418,14 +428,18 @@ def formats_report(r, weights, bandwidth):
     lines = [
         "## Weight formats (model/export --dtype)", "",
         "Speed: single stream through the server and the eager loop in the same format; "
-        "in-process engine at 16 concurrent streams.", "",
-        "| format | modules MB | server decode tok/s | server TTFT ms | eager decode tok/s | "
-        "eager TTFT ms | engine, 16 streams, tok/s | batch-1 roofline |",
-        "|---|---|---|---|---|---|---|---|"]
+        "in-process engine at 16 concurrent streams. Resident memory: the server after a "
+        "single-stream run, its KV cache pool included (`scheduler.kv_cache_mib`, 2 GiB). int8 keeps about two bytes a weight resident: oneDNN holds each "
+        "Linear's int8 weight twice (its own blocked copy for the kernels and the original, "
+        "for serialization); on disk it is one byte.", "",
+        "| format | modules MB | server resident GiB | server decode tok/s | server TTFT ms | "
+        "eager decode tok/s | eager TTFT ms | engine, 16 streams, tok/s | batch-1 roofline |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for dtype in FORMATS:
         f = r["formats"][dtype]
         share = weights[dtype] * statistics.median(f["single"]) / 1e9 / bandwidth
-        lines.append(f"| {dtype} | {q[dtype]['bytes'] / 1e6:.0f} | {fmt(f['single'])} | "
+        lines.append(f"| {dtype} | {q[dtype]['bytes'] / 1e6:.0f} | {fmt(f['rss'], 2)} | "
+                     f"{fmt(f['single'])} | "
                      f"{fmt(f['ttft'], 0)} | {fmt(f['eager'])} | {fmt(f['eager_ttft'], 0)} | "
                      f"{fmt(f['engine16'])} | {100 * share:.0f}% |")
     lines += [
