@@ -1,15 +1,19 @@
 """The large-model check: the real InstructBLIP-Vicuna-7B architecture
 (random weights; EVA ViT-g 39x1408, Q-Former 12x768, LLaMA 32x4096, 7.9 B
-parameters) exported in the cheapest-memory format that keeps quality
-(int8: Linear layers dynamically quantized) and served on this machine:
+parameters) exported in the cheapest-memory format that keeps quality and
+served on this machine:
 export time and peak memory, server load time, resident memory,
 single-stream and 4-stream tok/s. Writes its section into BENCHMARKS.md
 (between the large-model markers).
 
-    /usr/bin/python3 bench/large_model.py [--dtype int8] [--tokens 24]
+    /usr/bin/python3 bench/large_model.py [--dtype bf16] [--tokens 24]
 
-Needs ~16 GB of disk for the checkpoint (bf16 safetensors, written one 2 GB
-shard at a time) and ~9 GB for the package, in build/bench/.
+bf16 is that format here: int8 packages are half its size on disk, but
+oneDNN keeps about two bytes a weight resident (its blocked copy of each
+int8 weight and the original), as much as bf16, and their KV cache is fp32,
+twice bf16's; bf16 also changes the logits least (BENCHMARKS.md, weight
+formats). Needs ~16 GB of disk for the checkpoint (bf16 safetensors, written
+one 1 GB shard at a time) and ~16 GB for the package, in build/bench/.
 """
 
 import argparse
@@ -57,7 +61,7 @@ def bench(server, workload, concurrency):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", default="int8", choices=["int8", "bf16"])
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "int8"])
     parser.add_argument("--tokens", type=int, default=24, help="output tokens per request")
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
@@ -65,10 +69,10 @@ def main():
     r = {}
     checkpoint = os.path.join(WORK, "vicuna-7b-ckpt")
     if not os.path.exists(os.path.join(checkpoint, "model.safetensors.index.json")):
-        log("writing the random vicuna-7b checkpoint (bf16, 2 GB shards)")
+        log("writing the random vicuna-7b checkpoint (bf16, 1 GB shards)")
         r["generate_s"], r["generate_peak_gib"] = timed(
             [PYTHON, "-m", "iblip_model.random_checkpoint", "--preset", "vicuna-7b", "--output",
-             checkpoint, "--dtype", "bf16", "--format", "safetensors", "--shard-mb", "2000"])
+             checkpoint, "--dtype", "bf16", "--format", "safetensors", "--shard-mb", "1000"])
     package = os.path.join(WORK, f"vicuna-7b-{args.dtype}-pkg")
     if not os.path.exists(os.path.join(package, "manifest.json")):
         log(f"exporting it as {args.dtype}")
@@ -117,7 +121,7 @@ def write_section(args, r, manifest, kv_mib):
         f"Made by `bench/large_model.py --dtype {args.dtype} --tokens {args.tokens}`. Random weights "
         "in the real InstructBLIP-Vicuna-7B shapes (`random_checkpoint --preset vicuna-7b`: EVA "
         "ViT-g 39x1408, Q-Former 12x768, LLaMA 32x4096, 32001-row vocabulary, 7.9 B parameters; "
-        "bf16 safetensors in 2 GB shards), exported with `--dtype "
+        "bf16 safetensors in 1 GB shards), exported with `--dtype "
         f"{args.dtype}`. Machine: {machine()}.", "",
         "| | |", "|---|---|"]
     if "generate_s" in r:
