@@ -14,6 +14,7 @@ like; --json prints the figures as one JSON object instead of a table.
 import argparse
 import json
 import random
+import statistics
 import time
 
 import torch
@@ -54,6 +55,12 @@ def run(model, prompts, lengths, batch):
     return tokens / wall  # output tokens per second, end to end
 
 
+def timed(function):
+    start = time.monotonic()
+    function()
+    return time.monotonic() - start
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
@@ -77,13 +84,11 @@ def main():
         lengths = [int(n) for n in args.lengths.split(",")]
     with torch.inference_mode():
         run(model, prompts[:1], [4], 1)  # warm-up
-        # Decode phase of one stream: a full run minus a 1-token run (prefill).
-        t0 = time.monotonic()
-        run(model, prompts[:1], [1], 1)
-        prefill = time.monotonic() - t0
-        t0 = time.monotonic()
-        run(model, prompts[:1], [args.max_tokens], 1)
-        total = time.monotonic() - t0
+        # Decode phase of one stream: a full run minus a 1-token run (prefill),
+        # each the median of 3 (single runs on this VM vary by 20%).
+        prefill = statistics.median(timed(lambda: run(model, prompts[:1], [1], 1)) for _ in range(3))
+        total = statistics.median(timed(lambda: run(model, prompts[:1], [args.max_tokens], 1))
+                                  for _ in range(3))
         single_decode = (args.max_tokens - 1) / (total - prefill)
         sequential = run(model, prompts, lengths, 1)
         static8 = run(model, prompts, lengths, 8)
