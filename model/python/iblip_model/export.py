@@ -13,12 +13,14 @@ only after every TorchScript module was verified against the eager model, so
 a failed export leaves no package behind."""
 
 import argparse
-import gc
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -122,6 +124,65 @@ def _verify(package_dir, files, config, inputs, eager, tolerance, progress):
     return diffs
 
 
+MODULE_FILES = {"vision_encoder": "vision_encoder.pt", "qformer": "qformer.pt",
+                "language_model": "language_model.pt"}
+_child_messages = None  # the child process's way to report progress
+
+
+def _report(message):
+    _child_messages.put(message)
+
+
+def _write_modules(checkpoint_dir, staging, dtype):
+    """Runs in a child process: loads the weights, scripts, freezes and saves
+    the three modules, and returns the sample inputs with the eager model's
+    outputs. Frozen graphs keep their constants (the weights) in the
+    process-wide TorchScript compilation unit for the life of the process,
+    so the process that loads the saved modules back to verify them must be
+    another one: a 7B model would otherwise be in memory twice (it ran out
+    of memory on a 24 GiB machine)."""
+    config = load_config(checkpoint_dir)
+    model = load_pretrained(checkpoint_dir, DTYPES[dtype], quantize_int8=dtype == "int8")
+    _report(f"loaded the weights as {dtype}"
+            + (" (Linear layers quantized per output channel as they load)" if dtype == "int8" else ""))
+    path = lambda key: os.path.join(staging, MODULE_FILES[key])  # noqa: E731
+    _script(export_modules.VisionEncoder(model.vision_model), []).save(path("vision_encoder"))
+    _report("scripted the vision encoder")
+    _script(export_modules.QFormerProjector(model), []).save(path("qformer"))
+    _report("scripted the Q-Former and projection")
+    if config.lm_family == "llama":
+        lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
+    else:
+        lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
+    _script(lm, methods).save(path("language_model"))
+    _report(f"scripted the language model ({', '.join(methods)})")
+    return _eager_outputs(model, config)
+
+
+def _set_messages(queue):
+    global _child_messages
+    _child_messages = queue
+
+
+def _in_child_process(function, progress, *args):
+    """function(*args) in a fresh (spawned) process, its progress messages
+    relayed to `progress` as they come; its exceptions re-raised here."""
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    relay = threading.Thread(target=lambda: [progress.step(m) for m in iter(messages.get, None)],
+                             daemon=True)
+    relay.start()
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_set_messages,
+                                                    initargs=(messages,)) as pool:
+            return pool.submit(function, *args).result()
+    except concurrent.futures.process.BrokenProcessPool as e:
+        raise CheckpointError("the export process died (out of memory?)") from e
+    finally:
+        messages.put(None)
+        relay.join()
+
+
 def _prepare_output(output_dir):
     """A staging directory beside output_dir. Refuses to replace a directory
     that is neither empty nor a model package."""
@@ -151,30 +212,13 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
     qformer_section, qformer_files = tokenizer_files.qformer_tokenizer(checkpoint_dir, config)
     image_section = tokenizer_files.image_processor(checkpoint_dir, config)
     generation = tokenizer_files.generation_settings(checkpoint_dir, config, lm_section)
-    model = load_pretrained(checkpoint_dir, DTYPES[dtype], quantize_int8=dtype == "int8")
-    progress.step(f"loaded the weights as {dtype}"
-                  + (" (Linear layers quantized per output channel as they load)" if dtype == "int8" else ""))
 
     output_dir, staging = _prepare_output(output_dir)
     try:
-        files = {"vision_encoder": "vision_encoder.pt", "qformer": "qformer.pt",
-                 "language_model": "language_model.pt"}
-        _script(export_modules.VisionEncoder(model.vision_model), []).save(
-            os.path.join(staging, files["vision_encoder"]))
-        progress.step("scripted the vision encoder")
-        _script(export_modules.QFormerProjector(model), []).save(os.path.join(staging, files["qformer"]))
-        progress.step("scripted the Q-Former and projection")
-        if config.lm_family == "llama":
-            lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
-        else:
-            lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
-        _script(lm, methods).save(os.path.join(staging, files["language_model"]))
-        progress.step(f"scripted the language model ({', '.join(methods)})")
+        files = dict(MODULE_FILES)
+        inputs, eager = _in_child_process(_write_modules, progress, checkpoint_dir, staging, dtype)
         for name, source in {**lm_files, **qformer_files}.items():
             shutil.copyfile(source, os.path.join(staging, name))
-        inputs, eager = _eager_outputs(model, config)
-        del model, lm
-        gc.collect()
         diffs = _verify(staging, files, config, inputs, eager, TOLERANCE[dtype], progress)
 
         text = config.text
