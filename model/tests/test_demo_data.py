@@ -75,3 +75,15 @@ def test_named_labels_point_at_the_asked_shape():
     assert train.named_labels(scene, "what color is the star?").tolist() == [3, orange]
     assert train.named_labels(scene, "is there a square?").tolist() == [4, len(shapes.COLORS)]
     assert train.named_labels(scene, "how many shapes are there?").tolist() == [-100, -100]
+
+
+def test_the_untrained_model_is_the_same_in_every_process(tmp_path):
+    import subprocess
+    import sys
+    train.build_checkpoint_files(str(tmp_path), 0)
+    script = ("import sys, torch; from iblip_model import hf_config; from iblip_model.demo import train; "
+              "m = train.build_model(hf_config.load_config(sys.argv[1]), 0); "
+              "print(float(sum(p.double().sum() for p in m.parameters())))")
+    sums = [subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)]
+    assert sums[0] == sums[1] and sums[0]

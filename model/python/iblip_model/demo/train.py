@@ -266,6 +266,17 @@ def loss_of(model, pixels, qformer, inputs, targets, quarters=None, named=None, 
                                              ignore_index=-100) + aux
 
 
+def build_model(config, seed):
+    """The untrained model, the same in every process for a seed: seeded
+    before it is built, as its default initialization draws from torch's
+    generator, whose start state is not fixed across processes here (two
+    runs of the same command once trained different models)."""
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(config)
+    initialize(model, seed)
+    return model
+
+
 def initialize(model, seed):
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
@@ -327,8 +338,7 @@ def train_worker(rank, args, port):
             "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.workers)
     start = time.monotonic()
     config = hf_config.load_config(args.output)
-    model = InstructBlipForConditionalGeneration(config)
-    initialize(model, args.seed)  # identical on every rank
+    model = build_model(config, args.seed)  # identical on every rank
     batcher = Batcher(args.output, args.seed * 1000 + rank)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.workers} "
