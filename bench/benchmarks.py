@@ -46,7 +46,7 @@ PYTHON = "/usr/bin/python3"
 MODEL_PYTHON = os.path.join(ROOT, "model", "python")
 sys.path[:0] = [MODEL_PYTHON, os.path.join(ROOT, "tests", "python")]
 
-from server_harness import start_server, stop_server  # noqa: E402
+from server_harness import scrape_metrics, start_server, stop_server  # noqa: E402
 
 CONCURRENCY = [1, 4, 8, 16, 32]
 THREADS = 2
@@ -155,10 +155,29 @@ def server_bench(package, workload, concurrency, extra=()):
         raise
 
 
-def server_run(package, workload, concurrency):
+def server_run(package, workload, concurrency, stages=None):
+    """iblip-bench's report; with a `stages` list, also appends where the
+    engine's time went (stage_seconds of the server's metrics)."""
     report, server = server_bench(package, workload, concurrency)
-    stop_server(server)
+    try:
+        if stages is not None:
+            stages.append(stage_seconds(server, report))
+    finally:
+        stop_server(server)
     return report
+
+
+def stage_seconds(server, report):
+    """Engine time by stage from the server's histograms: the vision stage
+    (vision encoder, or only the Q-Former on a cached image), prefill, and
+    the rest of the run's wall time (decode steps and sampling)."""
+    metrics = scrape_metrics(server)
+    total = lambda name: sum(v for (n, _), v in metrics.items() if n == name)  # noqa: E731
+    vision = total("iblip_vision_stage_duration_seconds_sum")
+    prefill = total("iblip_prefill_duration_seconds_sum")
+    return {"wall": report["wall_s"], "vision": vision, "prefill": prefill,
+            "vision_batches": total("iblip_vision_stage_duration_seconds_count"),
+            "prefills": total("iblip_prefill_duration_seconds_count")}
 
 
 def eager(checkpoint, lengths, dtype):
@@ -302,7 +321,8 @@ def main():
     checkpoint, package = bench_model(args.preset, args.dtype)
     started = time.monotonic()
     results = {"single": [], "ttft": [], "eager": [], "levels": {c: [] for c in CONCURRENCY},
-               "hit": [], "miss": [], "engine": [], "grpc": [], "bandwidth": [], "formats": {}}
+               "hit": [], "miss": [], "engine": [], "grpc": [], "bandwidth": [], "formats": {},
+               "stages16": [], "hit_stages": [], "miss_stages": []}
     single_tokens = round(128 * args.scale) * 2
     for repeat in range(args.repeats):
         log(f"repeat {repeat + 1}/{args.repeats}: single stream")
@@ -318,8 +338,9 @@ def main():
 
         for level in CONCURRENCY:
             log(f"continuous batching at concurrency {level}")
-            results["levels"][level].append(
-                server_run(package, workload, level)["output_tokens_per_s"])
+            results["levels"][level].append(server_run(
+                package, workload, level, results["stages16"] if level == 16 else None)
+                ["output_tokens_per_s"])
 
         log("image cache: misses, then follow-ups on the same images")
         pictures = images(6, f"cache{repeat}")
@@ -328,11 +349,17 @@ def main():
         report, server = server_bench(package, misses, 1)
         try:
             results["miss"].append(report["time_to_first_token"]["p50_ms"])
+            misses_done = stage_seconds(server, report)
+            results["miss_stages"].append(misses_done)
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
                 run([os.path.join(BUILD, "client", "iblip-bench"), "--server", server.address,
                      "--workload", hits, "--concurrency", "1", "--no-progress",
                      "--json-out", out.name])
-                results["hit"].append(json.load(open(out.name))["time_to_first_token"]["p50_ms"])
+                hit_report = json.load(open(out.name))
+                results["hit"].append(hit_report["time_to_first_token"]["p50_ms"])
+            hits_done = stage_seconds(server, hit_report)
+            results["hit_stages"].append({k: hits_done[k] - misses_done[k]
+                                          for k in ("vision", "prefill", "vision_batches", "prefills")})
         finally:
             stop_server(server)
 
@@ -390,11 +417,13 @@ def write_report(args, r, weights, elapsed):
         f"| static batches of 8, padded to the longest | {fmt(eager_of('static8_tok_s'))} |", "",
         f"At 16 concurrent: **{at16 / sequential:.1f}x** sequential (target >= 8x), "
         f"**{at16 / static8:.1f}x** static batching (target >= 2x).", "",
+        *stage_lines(r), "",
         "## Image cache", "",
         "| time to first token, ms | |", "|---|---|",
         f"| miss (new image) | {fmt(r['miss'], 0)} |",
         f"| hit (follow-up question on a cached image) | {fmt(r['hit'], 0)} |", "",
         f"Hit / miss: **{100 * hit / miss:.0f}%** (target <= 15%).", "",
+        *cache_lines(r), "",
         "## gRPC + scheduler overhead (concurrency 8, equal lengths)", "",
         "The same 16 JPEGs, prompt and lengths in-process (decoded and preprocessed per request "
         "there too) and through the server.", "",
@@ -412,6 +441,36 @@ def write_report(args, r, weights, elapsed):
     lines += formats_report(r, weights, bandwidth)
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + kept_large_model_section(args.output))
+
+
+def stage_lines(r):
+    """Where the engine's time went at 16 streams (medians over repeats)."""
+    m = lambda key: statistics.median(s[key] for s in r["stages16"])  # noqa: E731
+    wall, vision, prefill = m("wall"), m("vision"), m("prefill")
+    return [f"Where the time went at 16 streams (server histograms): the vision stage (vision "
+            f"encoder + Q-Former, its own thread) was busy {vision:.1f} s of the run's {wall:.1f} s "
+            f"({100 * vision / wall:.0f}%; {m('vision_batches'):.0f} batches for "
+            f"{args_requests(r)} requests), the engine thread spent {prefill:.1f} s "
+            f"({100 * prefill / wall:.0f}%) in prefills and the rest in decode steps; the two "
+            "threads share the 2 cores."]
+
+
+def args_requests(r):
+    return int(statistics.median(s["prefills"] for s in r["stages16"]))
+
+
+def cache_lines(r):
+    """What a hit and a miss spend before the first token, per request."""
+    def per_request(stages):
+        return (statistics.median(s["vision"] / max(1, s["vision_batches"]) for s in stages) * 1000,
+                statistics.median(s["prefill"] / max(1, s["prefills"]) for s in stages) * 1000)
+    miss_vision, miss_prefill = per_request(r["miss_stages"])
+    hit_vision, hit_prefill = per_request(r["hit_stages"])
+    return [f"Per request, from the server's histograms: a miss spends {miss_vision:.0f} ms in the "
+            f"vision stage (vision encoder + Q-Former) and {miss_prefill:.0f} ms in prefill; a hit "
+            f"{hit_vision:.0f} ms (the Q-Former alone: it reads the new instruction, so its output "
+            f"cannot be reused across questions) and {hit_prefill:.0f} ms in prefill (the 32 query "
+            "positions and the prompt)."]
 
 
 def kept_large_model_section(path):
