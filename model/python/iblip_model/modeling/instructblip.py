@@ -114,7 +114,7 @@ def load_pretrained(checkpoint_dir, dtype=torch.float32, quantize_int8=False):
             loaded.add(name)
         del shard
         if quantize_int8:
-            quantize_linear_layers(model, lambda layer: complete(layer))
+            quantize_linear_layers(model, complete)
     text = config.text
     head, shared = "language_model.lm_head.weight", "language_model.shared.weight"
     if (config.lm_family == "t5" and head not in loaded and text.tie_word_embeddings
