@@ -447,12 +447,12 @@ def stage_lines(r):
     """Where the engine's time went at 16 streams (medians over repeats)."""
     m = lambda key: statistics.median(s[key] for s in r["stages16"])  # noqa: E731
     wall, vision, prefill = m("wall"), m("vision"), m("prefill")
-    return [f"Where the time went at 16 streams (server histograms): the vision stage (vision "
-            f"encoder + Q-Former, its own thread) was busy {vision:.1f} s of the run's {wall:.1f} s "
-            f"({100 * vision / wall:.0f}%; {m('vision_batches'):.0f} batches for "
-            f"{args_requests(r)} requests), the engine thread spent {prefill:.1f} s "
-            f"({100 * prefill / wall:.0f}%) in prefills and the rest in decode steps; the two "
-            "threads share the 2 cores."]
+    return [f"Where the time went at 16 streams (server histograms; one engine thread runs "
+            f"every stage in turn): the vision stage (vision encoder + Q-Former) "
+            f"{vision:.1f} s of the run's {wall:.1f} s ({100 * vision / wall:.0f}%; "
+            f"{m('vision_batches'):.0f} batches for {args_requests(r)} requests), prefills "
+            f"{prefill:.1f} s ({100 * prefill / wall:.0f}%), decode steps and the rest "
+            f"{wall - vision - prefill:.1f} s."]
 
 
 def args_requests(r):

@@ -129,6 +129,7 @@ bool Engine::WaitForWork() {
 }
 
 void Engine::Loop() {
+  model_.BindCallingThread();
   while (WaitForWork()) {
     DropCancelled();
     if (!running_.empty()) DecodeStep();  // decode first

@@ -111,6 +111,10 @@ class InstructBlipModel {
       const PackageManifest& manifest, const RuntimeOptions& options);
   ~InstructBlipModel();
   InstructBlipModel(const InstructBlipModel&) = delete;
+  // Applies the RuntimeOptions' thread count to the calling thread (torch's
+  // setting is per thread); the thread that calls into the model runs it
+  // once before its first call.
+  void BindCallingThread() const;
   InstructBlipModel& operator=(const InstructBlipModel&) = delete;
 
   // Runs the vision encoder and the instruction-aware Q-Former on one image.
