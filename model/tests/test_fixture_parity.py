@@ -10,6 +10,7 @@ import torch
 
 from model_test_support import fixture_path
 from iblip_model.export import export
+from iblip_model.format_quality import reference_tokens
 from iblip_model.modeling.instructblip import greedy_generate, load_pretrained
 from iblip_model.package_runner import PackageRunner
 
@@ -41,24 +42,6 @@ def inputs(reference, arrays):
 
 def max_diff(a, b):
     return (a.to(torch.float32) - b.to(torch.float32)).abs().max().item()
-
-
-def reference_tokens(reference):
-    """Generated ids per row, Hugging Face's start token and padding removed."""
-    greedy = reference["generate"]["greedy"]
-    pad = greedy["kwargs"].get("pad_token_id", 0)
-    eos = greedy["kwargs"].get("eos_token_id", 1)
-    rows = []
-    for sequence in greedy["sequences"]:
-        tokens = []
-        for token in sequence[1:]:
-            tokens.append(token)
-            if token == eos:
-                break
-        while tokens and tokens[-1] == pad and pad != eos:
-            tokens.pop()
-        rows.append(tokens)
-    return rows, eos, pad
 
 
 @pytest.mark.parametrize("checkpoint,case", CASES)

@@ -58,25 +58,31 @@ def against_fixtures(runner, fixtures_dir, checkpoint_name):
         ids = torch.tensor(reference["input_ids"])
         soft = runner.soft_prompt(load("pixel_values"), torch.tensor(reference["qformer_input_ids"]),
                                   torch.tensor(reference["qformer_attention_mask"]))
-        greedy = reference["generate"]["greedy"]
-        eos = greedy["kwargs"].get("eos_token_id", 1)
-        for row in range(ids.shape[0]):
-            expected = _generated(greedy["sequences"][row], eos, greedy["kwargs"].get("pad_token_id"))
+        expected_rows, eos, _ = reference_tokens(reference)
+        for row, expected in enumerate(expected_rows):
             prompt = ids[row][mask[row].bool()][None]
             tokens, logits = runner.generate(soft[row:row + 1], prompt, STEPS, eos, forced=expected)
             tally.add(tokens, logits, expected, step_logits[:, row])
     return tally.report()
 
 
-def _generated(sequence, eos, pad):
-    tokens = []
-    for token in sequence[1:]:  # the start token Hugging Face prepends
-        tokens.append(token)
-        if token == eos:
-            break
-    while tokens and pad is not None and pad != eos and tokens[-1] == pad:
-        tokens.pop()
-    return tokens
+def reference_tokens(reference):
+    """The fixture's greedy ids per row (Hugging Face's start token and
+    padding removed), with its EOS and pad ids."""
+    greedy = reference["generate"]["greedy"]
+    pad = greedy["kwargs"].get("pad_token_id", 0)
+    eos = greedy["kwargs"].get("eos_token_id", 1)
+    rows = []
+    for sequence in greedy["sequences"]:
+        tokens = []
+        for token in sequence[1:]:
+            tokens.append(token)
+            if token == eos:
+                break
+        while tokens and tokens[-1] == pad and pad != eos:
+            tokens.pop()
+        rows.append(tokens)
+    return rows, eos, pad
 
 
 def against_package(runner, reference, prompts, seed=0):
