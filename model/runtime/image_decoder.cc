@@ -174,9 +174,11 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> PeekImageSize(
     return std::make_pair(LittleEndian16(p + 6), LittleEndian16(p + 8));
   }
   if (StartsWith(data, "BM") && n >= 26) {
-    const auto height = static_cast<int32_t>(LittleEndian32(p + 22));
-    return std::make_pair(LittleEndian32(p + 18),
-                          static_cast<uint32_t>(height < 0 ? -height : height));
+    // Negative: a top-down bitmap. Its magnitude in unsigned arithmetic:
+    // negating INT32_MIN as an int is undefined (a fuzzer found it).
+    const uint32_t raw = LittleEndian32(p + 22);
+    const bool top_down = static_cast<int32_t>(raw) < 0;
+    return std::make_pair(LittleEndian32(p + 18), top_down ? 0u - raw : raw);
   }
   if (StartsWith(data, "RIFF") && n >= 30 && data.substr(8, 4) == "WEBP") {
     const absl::string_view chunk = data.substr(12, 4);
