@@ -8,7 +8,7 @@
 #include <map>
 #include <mutex>
 
-#include "server/status_util.h"
+#include "server/grpc/status_util.h"
 
 namespace iblip::server {
 namespace {

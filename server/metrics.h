@@ -4,7 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace prometheus {
 class Registry;

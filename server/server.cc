@@ -18,13 +18,13 @@
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/api_key_auth.h"
-#include "server/engine.h"
-#include "server/health_service.h"
+#include "server/engine/engine.h"
+#include "server/grpc/health_service.h"
 #include "server/http/http_server.h"
-#include "server/inference_service.h"
+#include "server/grpc/inference_service.h"
 #include "server/metrics.h"
-#include "server/metrics_http_server.h"
-#include "server/worker_pool.h"
+#include "server/http/metrics_http_server.h"
+#include "server/pipeline/worker_pool.h"
 #include "spdlog/spdlog.h"
 
 #ifndef IBLIP_VERSION

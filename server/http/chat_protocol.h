@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "iblip/v1/iblip.pb.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server::http {
 

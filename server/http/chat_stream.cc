@@ -1,6 +1,6 @@
 #include "server/http/chat_stream.h"
 
-#include "server/delta_queue.h"
+#include "server/pipeline/delta_queue.h"
 
 namespace iblip::server::http {
 

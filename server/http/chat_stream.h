@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "absl/time/time.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server::http {
 

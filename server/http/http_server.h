@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/api_key_auth.h"
-#include "server/generation_pipeline.h"
+#include "server/pipeline/generation_pipeline.h"
 #include "server/http/chat_protocol.h"
 
 namespace iblip::server::http {

@@ -30,7 +30,7 @@
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
-#include "server/engine.h"
+#include "server/engine/engine.h"
 #include "spdlog/spdlog.h"
 
 namespace iblip::server {

@@ -6,8 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "server/request_validator.h"
-#include "server/wire_request.h"
+#include "server/pipeline/request_validator.h"
+#include "server/grpc/wire_request.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto request = iblip::server::ParseGenerateRequest(

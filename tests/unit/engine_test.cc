@@ -1,6 +1,6 @@
 // The engine: continuous batching on the tiny model, and Hugging Face parity
 // (greedy and beam search) on packages exported from the fixture checkpoints.
-#include "server/engine.h"
+#include "server/engine/engine.h"
 
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>

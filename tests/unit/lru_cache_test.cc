@@ -1,4 +1,4 @@
-#include "server/lru_cache.h"
+#include "server/engine/lru_cache.h"
 
 #include <gtest/gtest.h>
 

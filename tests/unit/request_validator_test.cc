@@ -1,4 +1,4 @@
-#include "server/request_validator.h"
+#include "server/pipeline/request_validator.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "server/wire_request.h"
+#include "server/grpc/wire_request.h"
 
 #include <gtest/gtest.h>
 

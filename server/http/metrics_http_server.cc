@@ -1,4 +1,4 @@
-#include "server/metrics_http_server.h"
+#include "server/http/metrics_http_server.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>

@@ -11,7 +11,7 @@
 #include <optional>
 
 #include "iblip/v1/iblip.grpc.pb.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server {
 

@@ -7,7 +7,7 @@
 
 #include "absl/strings/string_view.h"
 #include "model/runtime/instructblip_model.h"
-#include "server/lru_cache.h"
+#include "server/engine/lru_cache.h"
 #include "server/metrics.h"
 
 namespace iblip::server {

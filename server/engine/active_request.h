@@ -10,7 +10,7 @@
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/sampler.h"
 #include "model/runtime/text_streamer.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 #include "server/metrics.h"
 
 namespace iblip::server {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server {
 

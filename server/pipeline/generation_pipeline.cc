@@ -1,4 +1,4 @@
-#include "server/generation_pipeline.h"
+#include "server/pipeline/generation_pipeline.h"
 
 #include <random>
 

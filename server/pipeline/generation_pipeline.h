@@ -9,11 +9,11 @@
 #include "model/runtime/image_preprocessor.h"
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/wordpiece_tokenizer.h"
-#include "server/engine.h"
-#include "server/feature_cache.h"
+#include "server/engine/engine.h"
+#include "server/engine/feature_cache.h"
 #include "server/metrics.h"
-#include "server/request_validator.h"
-#include "server/worker_pool.h"
+#include "server/pipeline/request_validator.h"
+#include "server/pipeline/worker_pool.h"
 
 namespace iblip::server {
 

@@ -1,4 +1,4 @@
-#include "server/scheduler.h"
+#include "server/engine/scheduler.h"
 
 #include <algorithm>
 

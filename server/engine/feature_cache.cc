@@ -1,4 +1,4 @@
-#include "server/feature_cache.h"
+#include "server/engine/feature_cache.h"
 
 #include <openssl/evp.h>
 

@@ -6,7 +6,7 @@
 
 #include "iblip/v1/iblip.grpc.pb.h"
 #include "server/api_key_auth.h"
-#include "server/generation_pipeline.h"
+#include "server/pipeline/generation_pipeline.h"
 
 namespace iblip::server {
 

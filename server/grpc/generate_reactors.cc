@@ -1,9 +1,9 @@
-#include "server/generate_reactors.h"
+#include "server/grpc/generate_reactors.h"
 
 #include "absl/time/time.h"
-#include "server/delta_queue.h"
-#include "server/status_util.h"
-#include "server/wire_request.h"
+#include "server/pipeline/delta_queue.h"
+#include "server/grpc/status_util.h"
+#include "server/grpc/wire_request.h"
 
 namespace iblip::server {
 

@@ -1,4 +1,4 @@
-#include "server/worker_pool.h"
+#include "server/pipeline/worker_pool.h"
 
 namespace iblip::server {
 

@@ -6,7 +6,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "iblip/v1/iblip.pb.h"
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server {
 

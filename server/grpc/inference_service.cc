@@ -1,4 +1,4 @@
-#include "server/inference_service.h"
+#include "server/grpc/inference_service.h"
 
 #include <grpcpp/support/proto_buffer_reader.h>
 
@@ -9,10 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "server/generate_reactors.h"
-#include "server/grpc_auth.h"
-#include "server/status_util.h"
-#include "server/wire_request.h"
+#include "server/grpc/generate_reactors.h"
+#include "server/grpc/grpc_auth.h"
+#include "server/grpc/status_util.h"
+#include "server/grpc/wire_request.h"
 
 namespace iblip::server {
 namespace {

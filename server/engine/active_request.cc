@@ -1,4 +1,4 @@
-#include "server/active_request.h"
+#include "server/engine/active_request.h"
 
 #include <algorithm>
 

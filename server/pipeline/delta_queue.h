@@ -2,7 +2,7 @@
 
 #include <deque>
 
-#include "server/generation_request.h"
+#include "server/engine/generation_request.h"
 
 namespace iblip::server {
 

@@ -1,4 +1,4 @@
-#include "server/wire_request.h"
+#include "server/grpc/wire_request.h"
 
 #include <google/protobuf/unknown_field_set.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "server/request_validator.h"
+#include "server/pipeline/request_validator.h"
 
 namespace iblip::server {
 namespace {

@@ -11,11 +11,11 @@
 #include "absl/status/status.h"
 #include "model/runtime/instructblip_model.h"
 #include "model/runtime/lm_tokenizer.h"
-#include "server/active_request.h"
-#include "server/feature_cache.h"
-#include "server/generation_request.h"
+#include "server/engine/active_request.h"
+#include "server/engine/feature_cache.h"
+#include "server/engine/generation_request.h"
 #include "server/metrics.h"
-#include "server/scheduler.h"
+#include "server/engine/scheduler.h"
 
 namespace iblip::server {
 

@@ -1,7 +1,7 @@
-#include "server/health_service.h"
+#include "server/grpc/health_service.h"
 
-#include "server/grpc_auth.h"
-#include "server/status_util.h"
+#include "server/grpc/grpc_auth.h"
+#include "server/grpc/status_util.h"
 
 namespace iblip::server {
 
