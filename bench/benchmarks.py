@@ -51,7 +51,7 @@ from server_harness import scrape_metrics, start_server, stop_server  # noqa: E4
 CONCURRENCY = [1, 4, 8, 16, 32]
 THREADS = 2
 FORMATS = ["fp32", "bf16", "int8"]
-FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR", os.path.join(ROOT, "..", "shared", "fixtures"))
+FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR", os.path.join(ROOT, "tests", "fixtures"))
 
 
 def log(message):

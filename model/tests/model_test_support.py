@@ -6,7 +6,7 @@ import pytest
 
 FIXTURES_DIR = os.environ.get(
     "IBLIP_FIXTURES_DIR",
-    os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
+    os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures"))
 
 
 def fixture_path(*parts):

@@ -11,7 +11,7 @@ from server_harness import BUILD_DIR
 
 INSPECT = os.path.join(BUILD_DIR, "model", "iblip-inspect")
 FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR",
-                          os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
+                          os.path.join(os.path.dirname(__file__), "..", "fixtures"))
 PACKAGES = os.path.join(BUILD_DIR, "fixture-packages")
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 

@@ -15,7 +15,7 @@ from iblip_model.format_quality import against_fixtures
 from iblip_model.package_runner import PackageRunner
 
 FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR",
-                          os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
+                          os.path.join(os.path.dirname(__file__), "..", "fixtures"))
 CHECKPOINTS = ["tiny-llama", "tiny-t5"]
 FORMATS = ["bf16", "int8"]
 # Measured at export time of this test (greedy agreement over 120 teacher-

@@ -15,7 +15,7 @@ namespace iblip::testing {
 
 // build/tiny-random-package (made by model/python/iblip_model/tiny_random.py).
 std::string TinyPackageDir();
-// ../shared/fixtures next to the checkout (the Hugging Face reference outputs)
+// tests/fixtures (the repository's copy of the Hugging Face reference outputs)
 // and the packages the build exported from its checkpoints.
 std::string FixturesDir();
 std::string FixturePackageDir(const std::string& checkpoint);
