@@ -229,6 +229,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
 
   ASSIGN_OR_RETURN(impl->manifest,
                    model::LoadPackageManifest(options.model_dir));
+  const bool special_as_text = config.tokenizer().special_tokens_as_text();
+  impl->manifest.lm_tokenizer.special_tokens_as_text = special_as_text;
+  impl->manifest.qformer_tokenizer.special_tokens_as_text = special_as_text;
   const model::PackageManifest& manifest = impl->manifest;
   ASSIGN_OR_RETURN(impl->lm_tokenizer,
                    model::LmTokenizer::Load(manifest.lm_tokenizer));

@@ -110,7 +110,9 @@ BeamSearch::Step BeamSearch::Advance(
         continue;  // only EOS among the top k finishes a beam
       std::vector<int32_t> tokens = beams_[parent];
       tokens.push_back(token);
-      AddHypothesis(std::move(tokens), scores[order[rank]], generated_,
+      // Its length counts the EOS (transformers 4.40: cur_len + 1 minus the
+      // decoder prompt).
+      AddHypothesis(std::move(tokens), scores[order[rank]], generated_ + 1,
                     /*eos=*/true);
     } else {
       step.parents.push_back(parent);
@@ -118,7 +120,7 @@ BeamSearch::Step BeamSearch::Advance(
       next_scores.push_back(scores[order[rank]]);
     }
   }
-  done_ = done_ || IsDone(scores[order[0]], generated_);
+  done_ = done_ || IsDone(scores[order[0]], generated_ + 1);
 
   std::vector<std::vector<int32_t>> next(step.tokens.size());
   for (size_t i = 0; i < step.tokens.size(); ++i) {
@@ -140,10 +142,13 @@ BeamSearch::Step BeamSearch::Advance(
 }
 
 std::vector<BeamSearch::Hypothesis> BeamSearch::Finalize() {
+  // Hugging Face sorts ascending (stable) and pops from the end: among equal
+  // scores the hypothesis added last comes first.
   std::vector<Hypothesis> sorted = hypotheses_;
   std::stable_sort(
       sorted.begin(), sorted.end(),
-      [](const auto& a, const auto& b) { return a.score > b.score; });
+      [](const auto& a, const auto& b) { return a.score < b.score; });
+  std::reverse(sorted.begin(), sorted.end());
   sorted.resize(std::min<size_t>(sorted.size(), params_.num_return_sequences));
   return sorted;
 }

@@ -21,9 +21,10 @@ struct BeamSearchParams {
 // (transformers 4.40): log_softmax, logits processors, + beam score, top
 // 2k (more with several EOS ids) over beams x vocabulary, EOS candidates
 // among the top k become finished hypotheses scored
-// sum_logprobs / generated_length^length_penalty, and the search ends when no
-// live beam can beat the worst kept hypothesis (early_stopping false) or at
-// max_new_tokens. Pure computation: the engine feeds it logits and applies
+// sum_logprobs / generated_length^length_penalty (the length counts the EOS),
+// and the search ends when no live beam can beat the worst kept hypothesis
+// (early_stopping false: the best candidate score over the length including
+// the next token) or at max_new_tokens. Pure computation: the engine feeds it logits and applies
 // its parent choices to the KV caches. Not thread-safe.
 class BeamSearch {
  public:

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/runtime/special_tokens.h"
 
 #ifndef IBLIP_SPM_SHIM_PATH
 #error "IBLIP_SPM_SHIM_PATH must be defined by the build"
@@ -64,6 +65,7 @@ LmTokenizer::LmTokenizer(LmTokenizerSpec spec, void* module,
     if (id >= 0) special_ids_.insert(id);
   }
   for (const auto& [token, id] : spec_.added_tokens) special_ids_.insert(id);
+  if (!spec_.special_tokens_as_text) split_tokens_ = spec_.special_tokens;
 }
 
 LmTokenizer::~LmTokenizer() {
@@ -73,8 +75,19 @@ LmTokenizer::~LmTokenizer() {
 
 std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text,
                                                int max_length) const {
-  std::vector<int> body =
-      model_->Encode(std::string_view(text.data(), text.size()));
+  // Each part between special-token strings is encoded on its own, as the
+  // slow tokenizers do (legacy mode: SentencePiece adds its dummy prefix to
+  // every part).
+  std::vector<int> body;
+  for (const TextPiece& piece : SplitOnSpecialTokens(text, split_tokens_)) {
+    if (piece.special_id >= 0) {
+      body.push_back(piece.special_id);
+      continue;
+    }
+    const std::vector<int> ids = model_->Encode(
+        std::string_view(piece.text.data(), piece.text.size()));
+    body.insert(body.end(), ids.begin(), ids.end());
+  }
   if (max_length > 0) {
     const int specials = (spec_.bos_token_id >= 0) +
                          (spec_.append_eos && spec_.eos_token_id >= 0);

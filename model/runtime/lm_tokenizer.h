@@ -25,7 +25,9 @@ class LmTokenizer {
   // Prompt ids exactly as the processor makes them: BOS prepended / EOS
   // appended as the package says. With max_length > 0 the text part is cut
   // from the left so that the whole fits (truncation_side "left").
-  // Text that spells a special token ("</s>") is encoded as text.
+  // A special or added token's string in the text ("</s>", "[PAD]") becomes
+  // that token, as in Hugging Face, unless the spec says
+  // special_tokens_as_text.
   std::vector<int32_t> EncodePrompt(absl::string_view text,
                                     int max_length = 0) const;
 
@@ -57,6 +59,7 @@ class LmTokenizer {
   void* module_;  // dlopen handle; closed after model_ is destroyed
   std::unique_ptr<SentencePieceModel> model_;
   std::unordered_set<int32_t> special_ids_;  // skipped by Decode
+  std::vector<SpecialToken> split_tokens_;   // matched in prompts; may be none
 };
 
 // Where the shim module is looked for when Load gets no path.

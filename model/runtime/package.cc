@@ -66,6 +66,40 @@ class ManifestReader {
   std::string file_;
 };
 
+// `path`: a list of {"text", "id", "lstrip", "rstrip"}. Packages exported
+// before the field existed get `fallback` (their special and added tokens,
+// without whitespace stripping).
+absl::StatusOr<std::vector<SpecialToken>> ReadSpecialTokens(
+    const json& root, const ManifestReader& r, const std::string& section,
+    std::vector<SpecialToken> fallback) {
+  const std::string path = section + ".special_tokens";
+  if (!root.contains(section) || !root[section].is_object() ||
+      !root[section].contains("special_tokens")) {
+    return fallback;
+  }
+  const json& list = root[section]["special_tokens"];
+  if (!list.is_array()) return r.Error(path, "is not a list");
+  std::vector<SpecialToken> tokens;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& item = list[i];
+    const std::string where = absl::StrCat(path, "[", i, "]");
+    if (!item.is_object() || !item.contains("text") ||
+        !item["text"].is_string() || !item.contains("id") ||
+        !item["id"].is_number_integer()) {
+      return r.Error(where, "needs a string 'text' and an integer 'id'");
+    }
+    SpecialToken token;
+    token.text = item["text"].get<std::string>();
+    token.id = item["id"].get<int32_t>();
+    token.lstrip = item.value("lstrip", false);
+    token.rstrip = item.value("rstrip", false);
+    if (token.text.empty() || token.id < 0)
+      return r.Error(where, "has an empty text or a negative id");
+    tokens.push_back(std::move(token));
+  }
+  return tokens;
+}
+
 absl::StatusOr<std::string> ExistingFile(const fs::path& dir,
                                          const std::string& name,
                                          const std::string& field) {
@@ -194,6 +228,11 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   ASSIGN_OR_RETURN(m.lm_tokenizer.added_tokens,
                    (r.GetOr<std::map<std::string, int32_t>>(
                        "lm_tokenizer.added_tokens", {})));
+  std::vector<SpecialToken> added;
+  for (const auto& [token, id] : m.lm_tokenizer.added_tokens)
+    added.push_back({token, id});
+  ASSIGN_OR_RETURN(m.lm_tokenizer.special_tokens,
+                   ReadSpecialTokens(root, r, "lm_tokenizer", added));
 
   ASSIGN_OR_RETURN(name, r.Get<std::string>("qformer_tokenizer.vocab_file"));
   ASSIGN_OR_RETURN(m.qformer_tokenizer.vocab_path,
@@ -202,6 +241,17 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
                    r.GetOr<bool>("qformer_tokenizer.lowercase", true));
   ASSIGN_OR_RETURN(m.qformer_tokenizer.max_length,
                    r.GetOr<int>("qformer_tokenizer.max_length", 512));
+  // Older packages: BERT's own special tokens (WordPieceTokenizer::Load
+  // drops those its vocabulary lacks) and the added ones.
+  std::map<std::string, int32_t> qformer_added;
+  ASSIGN_OR_RETURN(qformer_added, (r.GetOr<std::map<std::string, int32_t>>(
+                                      "qformer_tokenizer.added_tokens", {})));
+  std::vector<SpecialToken> bert;
+  for (const char* token : {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"})
+    bert.push_back({token, -1});
+  for (const auto& [token, id] : qformer_added) bert.push_back({token, id});
+  ASSIGN_OR_RETURN(m.qformer_tokenizer.special_tokens,
+                   ReadSpecialTokens(root, r, "qformer_tokenizer", bert));
 
   ASSIGN_OR_RETURN(m.eos_token_ids,
                    r.Get<std::vector<int32_t>>("generation.eos_token_ids"));

@@ -29,6 +29,18 @@ struct ImageSpec {
   double rescale_factor = 1.0 / 255.0;
 };
 
+// A special or added token of a tokenizer. Hugging Face's tokenizers cut the
+// raw text at each one's string first and give those parts the token's id
+// (a prompt containing "</s>" gets the EOS id there); only the text between
+// is tokenized. lstrip/rstrip: the token also swallows the whitespace on its
+// left/right (T5's <extra_id_N>).
+struct SpecialToken {
+  std::string text;
+  int32_t id = -1;
+  bool lstrip = false;
+  bool rstrip = false;
+};
+
 struct LmTokenizerSpec {
   std::string model_path;     // SentencePiece .model, absolute
   bool t5 = false;            // T5 (unigram, EOS appended) vs LLaMA style
@@ -41,12 +53,20 @@ struct LmTokenizerSpec {
   bool clean_up_tokenization_spaces = false;
   // Tokens added on top of the SentencePiece vocabulary ("[PAD]" -> 32000).
   std::map<std::string, int32_t> added_tokens;
+  // Strings matched in the text as their token (see SpecialToken).
+  std::vector<SpecialToken> special_tokens;
+  // A deployment's choice, not the package's: true treats special-token
+  // strings in the text as plain text (Hugging Face's
+  // split_special_tokens=True).
+  bool special_tokens_as_text = false;
 };
 
 struct QformerTokenizerSpec {
   std::string vocab_path;  // BERT vocab.txt, absolute
   bool lowercase = true;
   int max_length = 512;
+  std::vector<SpecialToken> special_tokens;  // [CLS], [SEP], [DEC], ...
+  bool special_tokens_as_text = false;       // as in LmTokenizerSpec
 };
 
 struct PackageManifest {

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/runtime/special_tokens.h"
 
 namespace iblip::model {
 namespace {
@@ -117,6 +118,12 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Load(
     return absl::FailedPreconditionError(
         absl::StrCat(spec.vocab_path, ": vocab lacks [CLS], [SEP] or [UNK]"));
   }
+  if (!spec.special_tokens_as_text) {
+    for (SpecialToken token : spec.special_tokens) {
+      if (token.id < 0) token.id = t->IdOf(token.text);  // BERT's own
+      if (token.id >= 0) t->split_tokens_.push_back(std::move(token));
+    }
+  }
   return t;
 }
 
@@ -224,8 +231,14 @@ void WordPieceTokenizer::AppendWordPieces(const std::string& word,
 std::vector<int32_t> WordPieceTokenizer::Encode(absl::string_view text,
                                                 int max_length) const {
   std::vector<int32_t> body;
-  for (const std::string& word : BasicTokenize(text))
-    AppendWordPieces(word, body);
+  for (const TextPiece& piece : SplitOnSpecialTokens(text, split_tokens_)) {
+    if (piece.special_id >= 0) {
+      body.push_back(piece.special_id);
+      continue;
+    }
+    for (const std::string& word : BasicTokenize(piece.text))
+      AppendWordPieces(word, body);
+  }
   const int limit = max_length > 0 ? max_length : spec_.max_length;
   const size_t max_body = limit > 2 ? static_cast<size_t>(limit) - 2 : 0;
   if (body.size() > max_body)

@@ -25,6 +25,8 @@ class WordPieceTokenizer {
       const QformerTokenizerSpec& spec);
 
   // [CLS] pieces... [SEP], cut from the left to max_length (the spec's when 0).
+  // Special-token strings in the text ("[SEP]", "[DEC]") become their ids,
+  // as in Hugging Face, unless the spec says special_tokens_as_text.
   std::vector<int32_t> Encode(absl::string_view text, int max_length = 0) const;
 
   // The words BERT's basic tokenizer produces (before WordPiece).
@@ -44,6 +46,7 @@ class WordPieceTokenizer {
   std::vector<std::string> tokens_;
   std::unordered_map<std::string, int32_t> ids_;
   int32_t cls_id_ = -1, sep_id_ = -1, unk_id_ = -1;
+  std::vector<SpecialToken> split_tokens_;  // matched in the text; may be none
 };
 
 }  // namespace iblip::model

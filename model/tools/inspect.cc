@@ -28,7 +28,11 @@ namespace {
 
 constexpr char kUsage[] = R"(usage:
   iblip-inspect preprocess --model PACKAGE_DIR IMAGE --out FILE.npy
-  iblip-inspect tokenize   --model PACKAGE_DIR --text TEXT
+  iblip-inspect tokenize   --model PACKAGE_DIR --text TEXT [--special-tokens-as-text]
+
+tokenize: special-token strings in TEXT ("</s>", "[SEP]") become their
+special tokens, as Hugging Face's processor does; --special-tokens-as-text
+tokenizes them as plain text (the server's tokenizer.special_tokens_as_text).
 )";
 
 int UsageError(const std::string& message) {
@@ -84,9 +88,12 @@ int Preprocess(const iblip::CommandLine& line,
 }
 
 int Tokenize(const iblip::CommandLine& line,
-             const iblip::model::PackageManifest& manifest) {
+             iblip::model::PackageManifest manifest) {
   auto text = line.Get("text");
   if (!text) return UsageError("tokenize needs --text TEXT");
+  const bool as_text = line.Has("special-tokens-as-text");
+  manifest.lm_tokenizer.special_tokens_as_text = as_text;
+  manifest.qformer_tokenizer.special_tokens_as_text = as_text;
   auto lm = iblip::model::LmTokenizer::Load(manifest.lm_tokenizer);
   if (!lm.ok()) return Fail(lm.status());
   auto qformer =
@@ -105,7 +112,8 @@ int Tokenize(const iblip::CommandLine& line,
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto parsed = iblip::CommandLine::Parse(argc, argv, {"help"});
+  auto parsed = iblip::CommandLine::Parse(
+      argc, argv, {"help", "special-tokens-as-text"});
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
   const iblip::CommandLine& line = *parsed;
   if (line.Has("help")) {
@@ -117,7 +125,8 @@ int main(int argc, char** argv) {
                           ? "a command is required"
                           : "unknown command '" + line.command() + "'");
   }
-  if (auto unknown = line.Unknown({"model", "out", "text", "help"});
+  if (auto unknown = line.Unknown(
+          {"model", "out", "text", "help", "special-tokens-as-text"});
       !unknown.empty()) {
     return UsageError("unknown flag --" + absl::StrJoin(unknown, ", --"));
   }

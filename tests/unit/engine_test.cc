@@ -427,10 +427,14 @@ TEST_P(EngineParityTest, GreedyAndBeamSearchMatchHuggingFace) {
        {"greedy", "beam3", "beam5", "greedy_rep_min"}) {
     const auto& expected = reference["generate"][mode];
     const auto& kwargs = expected["kwargs"];
-    // Hugging Face's stop ids for this case (the reference stops only there).
+    // The stop ids the server uses (the package's), unless the case passed
+    // its own to generate (batch2: eos 2).
+    const std::vector<int32_t> eos =
+        kwargs.contains("eos_token_id")
+            ? std::vector<int32_t>{kwargs["eos_token_id"].get<int32_t>()}
+            : f.manifest.eos_token_ids;
     Metrics metrics;
-    auto engine = MakeEngine(*f.model, *f.tokenizer,
-                             {kwargs.value("eos_token_id", 1)}, metrics);
+    auto engine = MakeEngine(*f.model, *f.tokenizer, eos, metrics);
     std::vector<std::pair<size_t, std::shared_ptr<RecordingSink>>> runs;
     for (size_t row = 0; row < reference["input_ids"].size(); ++row) {
       // The Q-Former of a left-padded row sees shifted positions in Hugging
@@ -480,15 +484,31 @@ TEST_P(EngineParityTest, GreedyAndBeamSearchMatchHuggingFace) {
   }
 }
 
+// Every case of every fixture checkpoint (the eos232/eos156 ones end at EOS
+// in several modes).
 std::vector<ParityCase> ParityCases() {
   std::vector<ParityCase> cases;
-  for (const std::string checkpoint : {"tiny-llama", "tiny-t5"}) {
-    for (const std::string name :
-         {"batch2", "gradient", "gray_noise", "rgba_shapes", "shapes"}) {
-      cases.push_back({checkpoint, name});
-    }
+  for (const std::string checkpoint :
+       {"tiny-llama", "tiny-t5", "tiny-llama-eos232", "tiny-t5-eos156"}) {
+    const fs::path dir =
+        fs::path(testing::FixturesDir()) / "cases" / checkpoint;
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir))
+      names.push_back(entry.path().filename());
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) cases.push_back({checkpoint, name});
   }
   return cases;
+}
+
+TEST(EngineParityCoverage, CasesEndingAtEosAreIncluded) {
+  const auto cases = ParityCases();
+  EXPECT_GE(cases.size(), 16u);
+  EXPECT_GE(std::count_if(cases.begin(), cases.end(),
+                          [](const ParityCase& c) {
+                            return c.checkpoint == "tiny-t5-eos156";
+                          }),
+            3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineParityTest,

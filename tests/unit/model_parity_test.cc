@@ -38,7 +38,8 @@ struct Case {
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (const std::string checkpoint : {"tiny-llama", "tiny-t5"}) {
+  for (const std::string checkpoint :
+       {"tiny-llama", "tiny-t5", "tiny-llama-eos232", "tiny-t5-eos156"}) {
     const fs::path dir = fs::path(FixturesDir()) / "cases" / checkpoint;
     if (!fs::is_directory(dir)) continue;
     std::vector<std::string> names;
@@ -71,7 +72,7 @@ class FixtureParityTest : public ::testing::TestWithParam<Case> {
 TEST(FixtureParityCoverage, EveryCheckpointHasCases) {
   ASSERT_TRUE(fs::is_directory(FixturesDir()))
       << "fixtures missing at " << FixturesDir();
-  EXPECT_GE(AllCases().size(), 10u);
+  EXPECT_GE(AllCases().size(), 16u);
 }
 
 TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
@@ -84,7 +85,10 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
   const auto step_logits =
       ReadNpyOrDie(dir / "greedy_step_logits.npy");  // [steps,B,V]
   const auto& greedy = reference["generate"]["greedy"];
-  const int32_t eos = greedy["kwargs"].value("eos_token_id", 1);
+  // Hugging Face stops at the case's eos_token_id, else at the config's.
+  const int32_t eos = greedy["kwargs"].value(
+      "eos_token_id", reference["lm_generation_config"]["eos_token_id"]
+                          .get<int32_t>());
   const int64_t batch = pixels.shape[0], size = pixels.shape[2];
   const int64_t steps = step_logits.shape[0], vocab = step_logits.shape[2];
   InstructBlipModel& model = ModelFor(c.checkpoint);

@@ -3,6 +3,7 @@ checkpoint into manifest sections, and names the files a package copies."""
 
 import json
 import os
+import sys
 
 from iblip_model.hf_config import CheckpointError
 
@@ -32,6 +33,44 @@ def _added_tokens(directory):
     for token_id, info in (config.get("added_tokens_decoder") or {}).items():
         added.setdefault(info["content"], int(token_id))
     return added
+
+
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _special_tokens(directory, added, vocab_id):
+    """Every string Hugging Face's slow tokenizer cuts out of the raw text
+    before tokenizing (its added-tokens trie in transformers 4.40): the
+    entries of added_tokens_decoder and added_tokens.json, and the named
+    special tokens (bos/eos/unk/pad/..., additional_special_tokens) as
+    [{"text", "id", "lstrip", "rstrip"}]. `vocab_id(text)` is the id of a
+    string in the base vocabulary, or -1."""
+    config = _read_json(os.path.join(directory, "tokenizer_config.json"), default={})
+    special_map = _read_json(os.path.join(directory, "special_tokens_map.json"), default={})
+    tokens = {}
+
+    def add(value, token_id=None):
+        text = _token_text(value)
+        if not text or text in tokens:
+            return
+        if token_id is None:
+            token_id = added.get(text, vocab_id(text))
+        if token_id is None or token_id < 0:
+            return
+        flags = value if isinstance(value, dict) else {}
+        tokens[text] = {"text": text, "id": int(token_id),
+                        "lstrip": bool(flags.get("lstrip", False)), "rstrip": bool(flags.get("rstrip", False))}
+
+    for token_id, info in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
+        add(info, int(token_id))
+    for text, token_id in added.items():
+        add(text, token_id)
+    for source in (config, special_map):
+        for key in _SPECIAL_KEYS:
+            add(source.get(key))
+        for value in source.get("additional_special_tokens") or []:
+            add(value)
+    return list(tokens.values())
 
 
 def lm_tokenizer(checkpoint_dir, config):
@@ -65,6 +104,18 @@ def lm_tokenizer(checkpoint_dir, config):
         return piece if processor.IdToPiece(piece) == text else -1
 
     llama = config.lm_family == "llama"
+    if tok_config.get("legacy") is False:
+        # The server tokenizes like legacy=True (what the fixtures' Vicuna and
+        # Flan-T5 layouts say); legacy=False differs only next to special
+        # tokens and at leading spaces.
+        print(f"warning: {checkpoint_dir}/tokenizer_config.json says legacy false; the server tokenizes "
+              "as legacy true (differences only next to special-token strings and leading spaces)",
+              file=sys.stderr)
+
+    def piece_id(text):
+        piece = processor.PieceToId(text)
+        return piece if processor.IdToPiece(piece) == text else -1
+
     add_bos = bool(tok_config.get("add_bos_token", llama))
     section = {
         "file": "lm_tokenizer.model",
@@ -75,6 +126,7 @@ def lm_tokenizer(checkpoint_dir, config):
         "pad_token_id": token_id("pad_token"),
         "unk_token_id": token_id("unk_token"),
         "added_tokens": added,
+        "special_tokens": _special_tokens(checkpoint_dir, added, piece_id),
         "truncation_side": tok_config.get("truncation_side", "left"),
         # Hugging Face's decode: " ." -> "." etc. (T5 configs say true).
         "clean_up_tokenization_spaces": bool(tok_config.get("clean_up_tokenization_spaces", True)),
@@ -90,6 +142,9 @@ def qformer_tokenizer(checkpoint_dir, config):
         raise CheckpointError(f"{vocab}: not found (the Q-Former's WordPiece vocabulary)")
     tok_config = _read_json(os.path.join(directory, "tokenizer_config.json"), default={})
     max_length = min(int(tok_config.get("model_max_length", 512)), config.qformer.max_position_embeddings)
+    with open(vocab, encoding="utf-8") as f:
+        vocab_ids = {line.rstrip("\n").rstrip("\r"): i for i, line in enumerate(f)}
+    added = _added_tokens(directory)
     section = {
         "vocab_file": "qformer_vocab.txt",
         "lowercase": bool(tok_config.get("do_lower_case", True)),
@@ -97,7 +152,8 @@ def qformer_tokenizer(checkpoint_dir, config):
         "tokenize_chinese_chars": bool(tok_config.get("tokenize_chinese_chars", True)),
         "max_length": max_length,
         "truncation_side": tok_config.get("truncation_side", "left"),
-        "added_tokens": _added_tokens(directory),
+        "added_tokens": added,
+        "special_tokens": _special_tokens(directory, added, lambda text: vocab_ids.get(text, -1)),
     }
     return section, {"qformer_vocab.txt": vocab}
 
