@@ -149,6 +149,32 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTokenizerTest,
                            return name;
                          });
 
+// tokenizer.special_tokens_as_text: special-token strings are plain text
+// (Hugging Face's split_special_tokens=True).
+TEST(SpecialTokensAsTextTest, SpecialStringsBecomePlainText) {
+  auto manifest = LoadPackageManifest(FixturePackageDir("tiny-llama"));
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  const std::string text = "a</s>b [SEP] c";
+  auto lm = LmTokenizer::Load(manifest->lm_tokenizer);
+  auto qformer = WordPieceTokenizer::Load(manifest->qformer_tokenizer);
+  manifest->lm_tokenizer.special_tokens_as_text = true;
+  manifest->qformer_tokenizer.special_tokens_as_text = true;
+  auto lm_text = LmTokenizer::Load(manifest->lm_tokenizer);
+  auto qformer_text = WordPieceTokenizer::Load(manifest->qformer_tokenizer);
+  ASSERT_TRUE(lm.ok() && qformer.ok() && lm_text.ok() && qformer_text.ok());
+
+  const auto special = (*lm)->EncodePrompt(text);
+  const auto plain = (*lm_text)->EncodePrompt(text);
+  // By default </s> inside the text is the EOS id (after BOS = 2 too).
+  EXPECT_EQ(std::count(special.begin(), special.end(), 2), 2);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), 2), 1);  // BOS only
+  EXPECT_EQ((*lm_text)->Decode(plain), text);
+  const auto q_special = (*qformer)->Encode(text);
+  const auto q_plain = (*qformer_text)->Encode(text);
+  EXPECT_EQ(std::count(q_special.begin(), q_special.end(), 102), 2);
+  EXPECT_EQ(std::count(q_plain.begin(), q_plain.end(), 102), 1);  // the end
+}
+
 TEST(WordPieceTokenizerTest, BasicTokenizerFollowsBert) {
   const FixtureTokenizers& t = Fixture("tiny-llama");
   EXPECT_EQ(t.qformer->BasicTokenize("H\xC3\xA9llo, W\xC3\xB6RLD!"),

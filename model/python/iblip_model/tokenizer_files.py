@@ -38,7 +38,16 @@ def _added_tokens(directory):
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-def _special_tokens(directory, added, vocab_id):
+# The tokenizer classes' defaults for special tokens a config leaves unnamed.
+_DEFAULT_SPECIAL = {
+    "llama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "t5": {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"},
+    "bert": {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+             "mask_token": "[MASK]"},
+}
+
+
+def _special_tokens(directory, added, vocab_id, defaults):
     """Every string Hugging Face's slow tokenizer cuts out of the raw text
     before tokenizing (its added-tokens trie in transformers 4.40): the
     entries of added_tokens_decoder and added_tokens.json, and the named
@@ -70,6 +79,9 @@ def _special_tokens(directory, added, vocab_id):
             add(source.get(key))
         for value in source.get("additional_special_tokens") or []:
             add(value)
+    for key, text in defaults.items():
+        if key not in config and key not in special_map:
+            add(text)
     return list(tokens.values())
 
 
@@ -126,7 +138,8 @@ def lm_tokenizer(checkpoint_dir, config):
         "pad_token_id": token_id("pad_token"),
         "unk_token_id": token_id("unk_token"),
         "added_tokens": added,
-        "special_tokens": _special_tokens(checkpoint_dir, added, piece_id),
+        "special_tokens": _special_tokens(checkpoint_dir, added, piece_id,
+                                          _DEFAULT_SPECIAL["llama" if llama else "t5"]),
         "truncation_side": tok_config.get("truncation_side", "left"),
         # Hugging Face's decode: " ." -> "." etc. (T5 configs say true).
         "clean_up_tokenization_spaces": bool(tok_config.get("clean_up_tokenization_spaces", True)),
@@ -153,7 +166,8 @@ def qformer_tokenizer(checkpoint_dir, config):
         "max_length": max_length,
         "truncation_side": tok_config.get("truncation_side", "left"),
         "added_tokens": added,
-        "special_tokens": _special_tokens(directory, added, lambda text: vocab_ids.get(text, -1)),
+        "special_tokens": _special_tokens(directory, added, lambda text: vocab_ids.get(text, -1),
+                                          _DEFAULT_SPECIAL["bert"]),
     }
     return section, {"qformer_vocab.txt": vocab}
 
