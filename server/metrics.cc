@@ -145,16 +145,35 @@ struct Metrics::Impl {
           .Help("Tokens generated per finished request (all sequences)")
           .Register(*registry)
           .Add({}, kTokenBuckets);
-  prometheus::Gauge& kv_used = prometheus::BuildGauge()
-                                   .Name("iblip_kv_cache_slots_used")
-                                   .Help("KV cache sequence slots in use")
-                                   .Register(*registry)
-                                   .Add({});
+  prometheus::Gauge& kv_used =
+      prometheus::BuildGauge()
+          .Name("iblip_kv_cache_blocks_used")
+          .Help("KV cache blocks holding live sequences' positions")
+          .Register(*registry)
+          .Add({});
   prometheus::Gauge& kv_total = prometheus::BuildGauge()
-                                    .Name("iblip_kv_cache_slots")
-                                    .Help("KV cache sequence slots in the pool")
+                                    .Name("iblip_kv_cache_blocks")
+                                    .Help("KV cache blocks in the pool")
                                     .Register(*registry)
                                     .Add({});
+  prometheus::Gauge& kv_block_tokens =
+      prometheus::BuildGauge()
+          .Name("iblip_kv_cache_block_tokens")
+          .Help("Positions (tokens) one KV cache block holds")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& preemptions =
+      prometheus::BuildCounter()
+          .Name("iblip_preemptions_total")
+          .Help("Requests evicted from the KV cache to be recomputed later")
+          .Register(*registry)
+          .Add({});
+  prometheus::Gauge& queue_capacity =
+      prometheus::BuildGauge()
+          .Name("iblip_queue_capacity")
+          .Help("Requests that may wait to start (scheduler.max_queue_size)")
+          .Register(*registry)
+          .Add({});
   prometheus::Family<prometheus::Counter>& cache_hits =
       prometheus::BuildCounter()
           .Name("iblip_cache_hits_total")
@@ -222,9 +241,14 @@ void Metrics::ObservePrefill(absl::Duration d) {
 void Metrics::ObserveDecodeBatch(int rows) {
   impl_->decode_batch.Observe(rows);
 }
-void Metrics::SetKvCacheSlots(int used, int total) {
+void Metrics::SetKvCacheBlocks(int used, int total, int block_tokens) {
   impl_->kv_used.Set(used);
   impl_->kv_total.Set(total);
+  impl_->kv_block_tokens.Set(block_tokens);
+}
+void Metrics::Preempted() { impl_->preemptions.Increment(); }
+void Metrics::SetQueueCapacity(int requests) {
+  impl_->queue_capacity.Set(requests);
 }
 void Metrics::ObserveRequestTokens(int prompt_tokens, int generated_tokens) {
   impl_->request_prompt_tokens.Observe(prompt_tokens);

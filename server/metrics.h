@@ -39,10 +39,13 @@ class Metrics {
   void SetRunning(int n);
 
   // Engine stages.
-  void ObserveVisionBatch(int size, absl::Duration d);  // vision + Q-Former
-  void ObservePrefill(absl::Duration d);                // one request
+  // Per vision batch: requests encoded, and the model time of its pieces.
+  void ObserveVisionBatch(int size, absl::Duration d);
+  void ObservePrefill(absl::Duration d);  // one request, all its chunks
   void ObserveDecodeBatch(int rows);                    // one decode step
-  void SetKvCacheSlots(int used, int total);
+  void SetKvCacheBlocks(int used, int total, int block_tokens);
+  void Preempted();
+  void SetQueueCapacity(int requests);
   // Per finished request.
   void ObserveRequestTokens(int prompt_tokens, int generated_tokens);
 

@@ -19,6 +19,8 @@
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/api_key_auth.h"
 #include "server/engine/engine.h"
+#include "server/engine/torch_model_runner.h"
+#include "server/engine_options.h"
 #include "server/grpc/health_service.h"
 #include "server/http/http_server.h"
 #include "server/grpc/inference_service.h"
@@ -99,9 +101,9 @@ v1::ModelInfo BuildModelInfo(const model::PackageManifest& m,
 }
 
 // Waits for one engine request (the warm-up) to finish.
-class WarmupSink final : public ResponseSink {
+class WarmupSink final : public TokenSink {
  public:
-  void OnDelta(SequenceDelta) override {}
+  void OnTokens(TokenDelta) override {}
   void OnComplete(const absl::Status& status, const UsageStats&) override {
     done_.set_value(status);
   }
@@ -171,7 +173,12 @@ struct Server::Impl {
   std::unique_ptr<model::ImagePreprocessor> image_preprocessor;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<FeatureCache> feature_cache;
+  std::unique_ptr<TorchModelRunner> runner;
+  // Before the engine, so destroyed after it: the engine's last results
+  // (failing what did not finish) still go through it.
+  std::unique_ptr<WorkerPool> output_pool;
   std::unique_ptr<Engine> engine;
+  // After the engine, so joined before it: its tasks submit to the engine.
   std::unique_ptr<WorkerPool> preprocess_pool;
   std::unique_ptr<ApiKeyAuth> auth;  // null: no API keys
   std::unique_ptr<GenerationPipeline> pipeline;
@@ -248,28 +255,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
       manifest.image, model::ImagePreprocessor::Limits{
                           limits.max_image_bytes, limits.max_image_pixels});
   impl->metrics = std::make_unique<Metrics>();
-  Engine::Options engine_options;
-  engine_options.max_queue_size =
-      static_cast<int>(config.scheduler().max_queue_size());
-  engine_options.max_running_sequences =
-      static_cast<int>(config.scheduler().max_running_sequences());
-  engine_options.kv_cache_bytes = config.scheduler().kv_cache_mib() << 20;
-  engine_options.max_decoder_length =
-      static_cast<int>(limits.max_new_tokens) + 1;
-  engine_options.prefill_token_budget =
-      static_cast<int>(config.scheduler().prefill_token_budget());
-  engine_options.vision_max_batch_size =
-      static_cast<int>(config.scheduler().vision_max_batch_size());
-  engine_options.vision_max_queue_delay =
-      absl::Microseconds(config.scheduler().vision_max_queue_delay_us());
   impl->feature_cache = std::make_unique<FeatureCache>(
       config.cache().vision_cache_mib() << 20,
       config.cache().qformer_cache_mib() << 20, *impl->metrics);
+  impl->runner = std::make_unique<TorchModelRunner>(*impl->model);
+  // The request side: detokenization and stop sequences, off the engine
+  // thread, in order per request.
+  impl->output_pool = std::make_unique<WorkerPool>(1);
+  Engine::Options engine_options = EngineOptionsFrom(config.scheduler());
+  engine_options.decoder_start_token = manifest.decoder_start_token_id;
   ASSIGN_OR_RETURN(impl->engine,
-                   Engine::Create(*impl->model, *impl->lm_tokenizer,
-                                  manifest.eos_token_ids, *impl->metrics,
-                                  engine_options, impl->feature_cache.get()));
-  impl->engine->Start();
+                   Engine::Create(*impl->runner, manifest.eos_token_ids,
+                                  *impl->metrics, engine_options,
+                                  impl->feature_cache.get()));
+  impl->engine->Start(
+      [model = impl->model.get()] { model->BindCallingThread(); });
   impl->preprocess_pool = std::make_unique<WorkerPool>(
       static_cast<int>(config.runtime().preprocess_threads()));
 
@@ -280,6 +280,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   deps.qformer_tokenizer = impl->qformer_tokenizer.get();
   deps.image_preprocessor = impl->image_preprocessor.get();
   deps.preprocess_pool = impl->preprocess_pool.get();
+  deps.output_pool = impl->output_pool.get();
   deps.metrics = impl->metrics.get();
   deps.feature_cache = impl->feature_cache.get();
   deps.limits = limits;

@@ -41,6 +41,8 @@ class BeamSearch {
   Step Advance(const std::vector<std::vector<float>>& logits);
 
   bool done() const { return done_; }
+  // Live beam `i`'s generated tokens (what it would recompute).
+  const std::vector<int32_t>& beam(int i) const { return beams_[i]; }
   int generated() const { return generated_; }
 
   struct Hypothesis {

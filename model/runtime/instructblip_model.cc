@@ -1,6 +1,7 @@
 #include "model/runtime/instructblip_model.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -8,155 +9,39 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/runtime/paged_attention_op.h"
 
 namespace iblip::model {
 
 namespace {
+
 uint64_t TensorBytes(const torch::Tensor& t) {
   return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
 }
-}  // namespace
 
-struct VisionFeatures::Impl {
-  torch::Tensor image_embeds;  // [1+P, Hv] float32
+// A tensor behind the torch-free handles of model_tensors.h.
+class TorchTensor final : public TensorHandle {
+ public:
+  explicit TorchTensor(torch::Tensor tensor) : tensor_(std::move(tensor)) {}
+  uint64_t bytes() const override { return TensorBytes(tensor_); }
+  int rows() const override {
+    return tensor_.defined() ? static_cast<int>(tensor_.size(0)) : 0;
+  }
+  const torch::Tensor& tensor() const { return tensor_; }
+
+ private:
+  torch::Tensor tensor_;
 };
 
-uint64_t VisionFeatures::bytes() const {
-  return impl_ ? TensorBytes(impl_->image_embeds) : 0;
+template <typename Shared>
+Shared Wrap(torch::Tensor tensor) {
+  return Shared(std::make_shared<const TorchTensor>(std::move(tensor)));
 }
 
-struct ImageEmbedding::Impl {
-  torch::Tensor soft_prompt;  // [Q, H] float32
-};
-
-int ImageEmbedding::num_positions() const {
-  return impl_ ? static_cast<int>(impl_->soft_prompt.size(0)) : 0;
+template <typename Shared>
+const torch::Tensor& Unwrap(const Shared& shared) {
+  return static_cast<const TorchTensor*>(shared.handle())->tensor();
 }
-
-uint64_t ImageEmbedding::bytes() const {
-  return impl_ ? TensorBytes(impl_->soft_prompt) : 0;
-}
-
-struct SequenceState::Impl {
-  int length = 0;
-  torch::Tensor keys, values;  // [L,1,heads,S,D]: LLaMA self-attention; T5
-                               // decoder self-attention
-  // T5 only.
-  torch::Tensor cross_keys, cross_values;  // [L,1,heads,T,D]
-  torch::Tensor encoder_mask;              // [1,T]
-};
-
-SequenceState::SequenceState() : impl_(std::make_unique<Impl>()) {}
-SequenceState::~SequenceState() = default;
-SequenceState::SequenceState(const SequenceState& other)
-    : impl_(std::make_unique<Impl>(*other.impl_)) {}
-SequenceState& SequenceState::operator=(const SequenceState& other) {
-  *impl_ = *other.impl_;
-  return *this;
-}
-SequenceState::SequenceState(SequenceState&&) noexcept = default;
-SequenceState& SequenceState::operator=(SequenceState&&) noexcept = default;
-int SequenceState::length() const { return impl_->length; }
-
-struct KvCachePool::Impl {
-  int capacity = 0;
-  int max_length = 0;   // self-attention positions per slot
-  int max_encoder = 0;  // T5: encoder positions per slot
-  std::vector<int> lengths;
-  std::vector<bool> used;
-  torch::Tensor keys, values;  // [capacity, L, heads, max_length, D]
-  torch::Tensor cross_keys,
-      cross_values;                  // T5: [capacity, L, heads, max_encoder, D]
-  torch::Tensor encoder_mask;        // T5: [capacity, max_encoder] int64
-  std::vector<int> encoder_lengths;  // T5
-};
-
-KvCachePool::KvCachePool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-KvCachePool::~KvCachePool() = default;
-int KvCachePool::capacity() const { return impl_->capacity; }
-int KvCachePool::max_length() const { return impl_->max_length; }
-int KvCachePool::length(int slot) const { return impl_->lengths[slot]; }
-int KvCachePool::free_slots() const {
-  return static_cast<int>(
-      std::count(impl_->used.begin(), impl_->used.end(), false));
-}
-uint64_t KvCachePool::bytes() const {
-  uint64_t total = 0;
-  for (const torch::Tensor* t :
-       {&impl_->keys, &impl_->values, &impl_->cross_keys, &impl_->cross_values,
-        &impl_->encoder_mask}) {
-    total += TensorBytes(*t);
-  }
-  return total;
-}
-absl::StatusOr<int> KvCachePool::Allocate() {
-  for (int slot = 0; slot < impl_->capacity; ++slot) {
-    if (!impl_->used[slot]) {
-      impl_->used[slot] = true;
-      impl_->lengths[slot] = 0;
-      return slot;
-    }
-  }
-  return absl::ResourceExhaustedError("no free KV cache slot");
-}
-void KvCachePool::Release(int slot) {
-  impl_->used[slot] = false;
-  impl_->lengths[slot] = 0;
-}
-
-struct InstructBlipModel::Impl {
-  std::string device_name;
-  torch::Device device{torch::kCPU};
-  LmFamily family = LmFamily::kLlama;
-  int64_t decoder_start_token_id = 0;
-  int num_layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
-  torch::ScalarType dtype = torch::kFloat;
-  int threads = 1;  // torch intra-op threads, set on every calling thread
-  torch::jit::Module vision;  // forward(pixels) -> image_embeds
-  torch::jit::Module
-      qformer;  // forward(image_embeds, ids, mask) -> soft prompt
-  torch::jit::Module language;  // see model/PACKAGE.md
-  // LLaMA packages exported since decode_in_cache exists: decode steps
-  // attend inside the slot pool instead of over a gathered copy.
-  bool decode_in_cache = false;
-
-  // Logits [B,V] on any device -> one float vector per row.
-  static std::vector<std::vector<float>> ToRows(const torch::Tensor& logits) {
-    torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
-    std::vector<std::vector<float>> rows(cpu.size(0));
-    const int64_t vocab = cpu.size(1);
-    for (size_t b = 0; b < rows.size(); ++b) {
-      const float* data = cpu.data_ptr<float>() + b * vocab;
-      rows[b].assign(data, data + vocab);
-    }
-    return rows;
-  }
-
-  torch::Tensor Ids(const std::vector<int32_t>& ids) const {
-    return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()),
-                         torch::kLong)
-        .unsqueeze(0)
-        .to(device);
-  }
-  torch::Tensor Ones(int64_t n) const {
-    return torch::ones(
-        {1, n}, torch::TensorOptions().dtype(torch::kLong).device(device));
-  }
-  torch::Tensor Range(int64_t from, int64_t to) const {
-    return torch::arange(
-               from, to,
-               torch::TensorOptions().dtype(torch::kLong).device(device))
-        .unsqueeze(0);
-  }
-  static std::vector<float> ToVector(const torch::Tensor& logits) {
-    torch::Tensor flat =
-        logits.squeeze(0).to(torch::kCPU, torch::kFloat).contiguous();
-    const float* data = flat.data_ptr<float>();
-    return std::vector<float>(data, data + flat.numel());
-  }
-};
-
-namespace {
 
 // The informative line of a torch exception. Plain c10::Errors put it first
 // (a C++ backtrace follows); errors raised inside the TorchScript interpreter
@@ -176,18 +61,100 @@ absl::Status TorchError(absl::string_view what, const std::exception& e) {
   return absl::InternalError(absl::StrCat(what, ": ", TorchMessage(e)));
 }
 
-// The elements of a (logits, keys, values) tuple.
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> Unpack3(
-    const c10::IValue& value) {
-  const auto& elements = value.toTuple()->elements();
-  return {elements[0].toTensor(), elements[1].toTensor(),
-          elements[2].toTensor()};
+// Logits [B,V] on any device -> one float vector per row.
+std::vector<std::vector<float>> ToRows(const torch::Tensor& logits) {
+  torch::Tensor cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
+  std::vector<std::vector<float>> rows(cpu.size(0));
+  const int64_t vocab = cpu.size(1);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const float* data = cpu.data_ptr<float>() + b * vocab;
+    rows[b].assign(data, data + vocab);
+  }
+  return rows;
 }
 
 }  // namespace
 
+struct VisionState::Impl {
+  torch::Tensor hidden;  // [B, 1+P, Hv] in the model's dtype
+};
+VisionState::VisionState(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VisionState::~VisionState() = default;
+
+struct InstructBlipModel::Impl {
+  std::string device_name;
+  torch::Device device{torch::kCPU};
+  LmFamily family = LmFamily::kLlama;
+  int64_t decoder_start_token_id = 0;
+  int num_layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
+  int vision_layers = 0;
+  torch::ScalarType dtype = torch::kFloat;  // the KV cache's
+  int threads = 1;  // torch intra-op threads, set on every calling thread
+  torch::jit::Module vision;   // forward / embed, run_layers, finish
+  torch::jit::Module qformer;  // forward(image_embeds, ids, mask)
+  torch::jit::Module language;  // see model/PACKAGE.md
+
+  // The paged KV cache, [L, blocks, block_size, KV, D] keys and values.
+  torch::Tensor keys, values;
+  int block_size = 0;
+
+  torch::TensorOptions Long() const {
+    return torch::TensorOptions().dtype(torch::kLong);
+  }
+  torch::Tensor Ids(const std::vector<int32_t>& ids) const {
+    return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()),
+                         torch::kLong)
+        .unsqueeze(0)
+        .to(device);
+  }
+  // Global slots (block * block_size + offset) of positions [from, to).
+  torch::Tensor Slots(const std::vector<int>& blocks, int from, int to) const {
+    torch::Tensor slots = torch::empty({to - from}, Long());
+    int64_t* data = slots.data_ptr<int64_t>();
+    for (int p = from; p < to; ++p) {
+      data[p - from] =
+          int64_t{blocks[p / block_size]} * block_size + p % block_size;
+    }
+    return slots.to(device);
+  }
+  // Block tables of several rows, padded with block 0 (never read: the
+  // context lengths stop before it).
+  torch::Tensor Tables(const std::vector<const std::vector<int>*>& tables) const {
+    size_t width = 1;
+    for (const auto* t : tables) width = std::max(width, t->size());
+    torch::Tensor out = torch::zeros(
+        {static_cast<int64_t>(tables.size()), static_cast<int64_t>(width)},
+        Long());
+    auto a = out.accessor<int64_t, 2>();
+    for (size_t r = 0; r < tables.size(); ++r) {
+      for (size_t i = 0; i < tables[r]->size(); ++i) a[r][i] = (*tables[r])[i];
+    }
+    return out.to(device);
+  }
+  // [1, end-start, H]: the model input of positions [start, end).
+  torch::Tensor PrefillEmbeds(const PagedPrefill& chunk) {
+    const torch::Tensor& soft = Unwrap(*chunk.image);
+    const int q = static_cast<int>(soft.size(0));
+    std::vector<torch::Tensor> parts;
+    if (chunk.start < q) {
+      parts.push_back(
+          soft.narrow(0, chunk.start, std::min(chunk.end, q) - chunk.start)
+              .unsqueeze(0));
+    }
+    if (chunk.end > q) {
+      const int from = std::max(chunk.start, q) - q, to = chunk.end - q;
+      std::vector<int32_t> ids(chunk.tokens->begin() + from,
+                               chunk.tokens->begin() + to);
+      parts.push_back(language.get_method("embed")({Ids(ids)}).toTensor());
+    }
+    return parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
+  }
+};
+
 InstructBlipModel::InstructBlipModel(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
+InstructBlipModel::~InstructBlipModel() = default;
+
 void InstructBlipModel::BindCallingThread() const {
   // OpenMP's thread count is per thread: one set on the loading thread did
   // not reach the engine thread, whose decode steps then ran at about one
@@ -195,14 +162,27 @@ void InstructBlipModel::BindCallingThread() const {
   at::set_num_threads(impl_->threads);
 }
 
-InstructBlipModel::~InstructBlipModel() = default;
-
 const std::string& InstructBlipModel::device() const {
   return impl_->device_name;
+}
+int InstructBlipModel::vision_num_layers() const {
+  return impl_->vision_layers;
+}
+bool InstructBlipModel::encoder_decoder() const {
+  return impl_->family == LmFamily::kT5;
+}
+uint64_t InstructBlipModel::kv_bytes_per_position() const {
+  const uint64_t element = impl_->dtype == torch::kBFloat16 ? 2 : 4;
+  return 2ull * impl_->num_layers * impl_->kv_heads * impl_->head_dim * element;
 }
 
 absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
     const PackageManifest& manifest, const RuntimeOptions& options) {
+  RegisterPagedAttention();
+  // The legacy graph executor: the default profiling one ran the frozen
+  // vision encoder 2-3x slower here (medium model, bf16: 284-380 ms per
+  // image against 109-125 ms), re-profiling as batch shapes change.
+  torch::jit::getExecutorMode() = false;
   auto impl = std::make_unique<Impl>();
   try {
     impl->device = torch::Device(options.device);
@@ -217,6 +197,7 @@ absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
   impl->kv_heads = manifest.lm_kv_heads;
   impl->head_dim = manifest.lm_head_dim;
   impl->max_context = manifest.max_context_tokens;
+  impl->vision_layers = manifest.vision_num_layers;
   impl->dtype = manifest.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   // Torch picks 1 thread on some VMs (libcpuinfo counts cores wrongly), so the
   // thread count is always set explicitly, once, here.
@@ -240,18 +221,22 @@ absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
   }
   const std::vector<std::string> methods =
       manifest.lm_family == LmFamily::kLlama
-          ? std::vector<std::string>{"embed", "prefill", "decode"}
-          : std::vector<std::string>{"embed", "encode", "cross_kv", "decode"};
+          ? std::vector<std::string>{"embed", "prefill_paged", "decode_paged"}
+          : std::vector<std::string>{"embed", "prefill_paged", "decode_paged"};
   for (const std::string& method : methods) {
     if (!impl->language.find_method(method)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(manifest.language_module_path, " has no '", method,
-                       "' method (wrong LM family?)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          manifest.language_module_path, " has no '", method,
+          "' method (a package from an older model/export: export it again)"));
     }
   }
-  impl->decode_in_cache =
-      impl->family == LmFamily::kLlama &&
-      impl->language.find_method("decode_in_cache").has_value();
+  for (const std::string method : {"embed", "run_layers", "finish"}) {
+    if (!impl->vision.find_method(method)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          manifest.vision_module_path, " has no '", method,
+          "' method (a package from an older model/export: export it again)"));
+    }
+  }
   return std::unique_ptr<InstructBlipModel>(
       new InstructBlipModel(std::move(impl)));
 }
@@ -274,14 +259,10 @@ absl::StatusOr<ImageEmbedding> InstructBlipModel::EncodeImage(
   try {
     torch::Tensor soft_prompt =
         impl_->qformer
-            .forward({features->front().impl_->image_embeds.unsqueeze(0),
+            .forward({Unwrap(features->front()).unsqueeze(0),
                       impl_->Ids(qformer_ids), impl_->Ids(qformer_mask)})
             .toTensor();
-    auto impl = std::make_shared<ImageEmbedding::Impl>();
-    impl->soft_prompt = soft_prompt.squeeze(0).contiguous();
-    ImageEmbedding embedding;
-    embedding.impl_ = std::move(impl);
-    return embedding;
+    return Wrap<ImageEmbedding>(soft_prompt.squeeze(0).contiguous());
   } catch (const std::exception& e) {
     return TorchError("Q-Former failed", e);
   }
@@ -290,6 +271,17 @@ absl::StatusOr<ImageEmbedding> InstructBlipModel::EncodeImage(
 absl::StatusOr<std::vector<VisionFeatures>> InstructBlipModel::EncodeVision(
     const std::vector<const PixelValues*>& images) {
   if (images.empty()) return std::vector<VisionFeatures>();
+  auto state = BeginVision(images);
+  if (!state.ok()) return state.status();
+  if (absl::Status run = RunVisionLayers(**state, 0, impl_->vision_layers);
+      !run.ok()) {
+    return run;
+  }
+  return FinishVision(**state);
+}
+
+absl::StatusOr<std::unique_ptr<VisionState>> InstructBlipModel::BeginVision(
+    const std::vector<const PixelValues*>& images) {
   c10::InferenceMode inference;
   try {
     std::vector<torch::Tensor> rows;
@@ -298,15 +290,44 @@ absl::StatusOr<std::vector<VisionFeatures>> InstructBlipModel::EncodeVision(
                                       {3, pixels->size, pixels->size},
                                       torch::kFloat));
     }
-    torch::Tensor embeds =
-        impl_->vision.forward({torch::stack(rows).to(impl_->device)})
+    auto impl = std::make_unique<VisionState::Impl>();
+    impl->hidden = impl_->vision
+                       .get_method("embed")(
+                           {torch::stack(rows).to(impl_->device)})
+                       .toTensor();
+    return std::unique_ptr<VisionState>(new VisionState(std::move(impl)));
+  } catch (const std::exception& e) {
+    return TorchError("vision encoder failed", e);
+  }
+}
+
+absl::Status InstructBlipModel::RunVisionLayers(VisionState& state, int begin,
+                                                int end) {
+  c10::InferenceMode inference;
+  try {
+    state.impl_->hidden =
+        impl_->vision
+            .get_method("run_layers")(
+                {state.impl_->hidden, int64_t{begin}, int64_t{end}})
             .toTensor();
-    std::vector<VisionFeatures> result(images.size());
-    for (size_t i = 0; i < images.size(); ++i) {
-      auto impl = std::make_shared<VisionFeatures::Impl>();
-      impl->image_embeds =
-          embeds[i].clone();  // own its memory, not the batch's
-      result[i].impl_ = std::move(impl);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return TorchError("vision encoder failed", e);
+  }
+}
+
+absl::StatusOr<std::vector<VisionFeatures>> InstructBlipModel::FinishVision(
+    VisionState& state) {
+  c10::InferenceMode inference;
+  try {
+    torch::Tensor embeds = impl_->vision.get_method("finish")(
+                                           {state.impl_->hidden})
+                               .toTensor();
+    state.impl_->hidden = torch::Tensor();
+    std::vector<VisionFeatures> result;
+    for (int64_t i = 0; i < embeds.size(0); ++i) {
+      result.push_back(
+          Wrap<VisionFeatures>(embeds[i].clone()));  // not the batch's memory
     }
     return result;
   } catch (const std::exception& e) {
@@ -334,25 +355,25 @@ absl::StatusOr<std::vector<ImageEmbedding>> InstructBlipModel::QueryImages(
     torch::Tensor ids =
         torch::zeros({batch, static_cast<int64_t>(width)}, torch::kLong);
     torch::Tensor mask = torch::zeros_like(ids);
+    auto ids_a = ids.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>();
     std::vector<torch::Tensor> embeds;
     for (int64_t i = 0; i < batch; ++i) {
       const auto& row = qformer_ids[i];
       for (size_t j = 0; j < row.size(); ++j) {
-        ids[i][j] = static_cast<int64_t>(row[j]);
-        mask[i][j] = 1;
+        ids_a[i][j] = static_cast<int64_t>(row[j]);
+        mask_a[i][j] = 1;
       }
-      embeds.push_back(features[i].impl_->image_embeds);
+      embeds.push_back(Unwrap(features[i]));
     }
     torch::Tensor soft_prompts =
         impl_->qformer
             .forward({torch::stack(embeds), ids.to(impl_->device),
                       mask.to(impl_->device)})
             .toTensor();
-    std::vector<ImageEmbedding> result(features.size());
+    std::vector<ImageEmbedding> result;
     for (int64_t i = 0; i < batch; ++i) {
-      auto impl = std::make_shared<ImageEmbedding::Impl>();
-      impl->soft_prompt = soft_prompts[i].contiguous().clone();
-      result[i].impl_ = std::move(impl);
+      result.push_back(Wrap<ImageEmbedding>(soft_prompts[i].contiguous().clone()));
     }
     return result;
   } catch (const std::exception& e) {
@@ -360,292 +381,135 @@ absl::StatusOr<std::vector<ImageEmbedding>> InstructBlipModel::QueryImages(
   }
 }
 
+// ---------------------------------------------------------------------------
+// The paged KV cache
+
+absl::Status InstructBlipModel::AllocateKvCache(int num_blocks,
+                                                int block_size) {
+  if (num_blocks < 1 || block_size < 1)
+    return absl::InvalidArgumentError("AllocateKvCache: empty pool");
+  try {
+    const auto options =
+        torch::TensorOptions().dtype(impl_->dtype).device(impl_->device);
+    const std::vector<int64_t> shape = {impl_->num_layers, num_blocks,
+                                        block_size, impl_->kv_heads,
+                                        impl_->head_dim};
+    impl_->keys = torch::zeros(shape, options);
+    impl_->values = torch::zeros(shape, options);
+    impl_->block_size = block_size;
+  } catch (const std::exception& e) {
+    return TorchError("cannot allocate the KV cache", e);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<float>> InstructBlipModel::Prefill(
-    const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
-    SequenceState* state) {
-  if (image.empty())
+    const PagedPrefill& chunk) {
+  if (!impl_->keys.defined())
+    return absl::FailedPreconditionError("Prefill: no KV cache allocated");
+  if (chunk.image == nullptr || chunk.image->empty())
     return absl::InvalidArgumentError("Prefill: empty image embedding");
+  if (chunk.end <= chunk.start)
+    return absl::InvalidArgumentError("Prefill: empty chunk");
   c10::InferenceMode inference;
   try {
     torch::jit::Module& lm = impl_->language;
-    torch::Tensor prompt =
-        lm.get_method("embed")({impl_->Ids(prompt_ids)}).toTensor();
-    torch::Tensor embeds =
-        torch::cat({image.impl_->soft_prompt.unsqueeze(0), prompt}, 1);
-    const int64_t length = embeds.size(1);
-    SequenceState::Impl& s = *state->impl_;
     torch::Tensor logits;
     if (impl_->family == LmFamily::kLlama) {
-      std::tie(logits, s.keys, s.values) = Unpack3(lm.get_method("prefill")(
-          {embeds, impl_->Ones(length), impl_->Range(0, length)}));
-      s.length = static_cast<int>(length);
-    } else {
-      s.encoder_mask = impl_->Ones(length);
-      torch::Tensor encoded =
-          lm.get_method("encode")({embeds, s.encoder_mask}).toTensor();
-      // Keep the tuple alive while reading its elements.
-      const c10::IValue cross = lm.get_method("cross_kv")({encoded});
-      s.cross_keys = cross.toTuple()->elements()[0].toTensor();
-      s.cross_values = cross.toTuple()->elements()[1].toTensor();
-      torch::Tensor start =
-          impl_->Ids({static_cast<int32_t>(impl_->decoder_start_token_id)});
-      std::tie(logits, s.keys, s.values) = Unpack3(lm.get_method("decode")(
-          {start, impl_->Range(0, 1), impl_->Ones(1), c10::IValue(),
-           c10::IValue(), s.cross_keys, s.cross_values, s.encoder_mask}));
-      s.length = 1;
+      logits = lm.get_method("prefill_paged")(
+                     {impl_->PrefillEmbeds(chunk), int64_t{chunk.start},
+                      impl_->Slots(*chunk.blocks, 0, chunk.end), impl_->keys,
+                      impl_->values})
+                   .toTensor();
+      return ToRows(logits)[0];
     }
-    return Impl::ToVector(logits);
+    int next = chunk.start;
+    if (next == 0) {
+      const int encoder = Unwrap(*chunk.image).size(0) +
+                          static_cast<int>(chunk.tokens->size());
+      PagedPrefill all = chunk;
+      all.start = 0;
+      all.end = encoder;
+      logits = lm.get_method("prefill_paged")(
+                     {impl_->PrefillEmbeds(all),
+                      impl_->Slots(*chunk.cross_blocks, 0, encoder),
+                      int64_t{(*chunk.blocks)[0]} * impl_->block_size,
+                      impl_->decoder_start_token_id, impl_->keys,
+                      impl_->values})
+                   .toTensor();
+      next = 1;
+    }
+    // Recomputing after preemption: the decoder's later positions, one step
+    // each (T5's decoder has no multi-position prefill).
+    if (next < chunk.end) {
+      const int encoder = Unwrap(*chunk.image).size(0) +
+                          static_cast<int>(chunk.tokens->size());
+      for (int p = next; p < chunk.end; ++p) {
+        PagedDecodeRow row;
+        row.token = (*chunk.decoder_tokens)[p - 1];
+        row.position = p;
+        row.blocks = chunk.blocks;
+        row.cross_blocks = chunk.cross_blocks;
+        row.cross_length = encoder;
+        auto rows = Decode({row});
+        if (!rows.ok()) return rows.status();
+        if (p + 1 == chunk.end) return std::move((*rows)[0]);
+      }
+    }
+    return ToRows(logits)[0];
   } catch (const std::exception& e) {
     return TorchError("language model prefill failed", e);
   }
 }
 
-// ---------------------------------------------------------------------------
-// Slot-based batched decoding
-
-absl::StatusOr<std::unique_ptr<KvCachePool>> InstructBlipModel::CreateCachePool(
-    int max_slots, uint64_t budget_bytes, int max_decoder_length) {
-  auto pool = std::make_unique<KvCachePool::Impl>();
-  const bool t5 = impl_->family == LmFamily::kT5;
-  pool->max_length = t5 ? max_decoder_length + 1 : impl_->max_context;
-  pool->max_encoder = t5 ? impl_->max_context : 0;
-  const uint64_t element = impl_->dtype == torch::kBFloat16 ? 2 : 4;
-  const uint64_t per_position =
-      2ull * impl_->num_layers * impl_->kv_heads * impl_->head_dim * element;
-  const uint64_t per_slot =
-      per_position * (pool->max_length + pool->max_encoder) +
-      sizeof(int64_t) * pool->max_encoder;
-  const uint64_t fit = per_slot > 0 ? budget_bytes / per_slot : 0;
-  pool->capacity = static_cast<int>(
-      std::min<uint64_t>(fit, static_cast<uint64_t>(max_slots)));
-  if (pool->capacity < 1) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "scheduler.kv_cache_bytes: ", budget_bytes,
-        " bytes do not hold one sequence (", per_slot, " bytes each)"));
-  }
-  pool->lengths.assign(pool->capacity, 0);
-  pool->used.assign(pool->capacity, false);
-  pool->encoder_lengths.assign(pool->capacity, 0);
-  try {
-    const auto options =
-        torch::TensorOptions().dtype(impl_->dtype).device(impl_->device);
-    // Slot-major: one slot's cache is one contiguous block.
-    const std::vector<int64_t> shape = {pool->capacity, impl_->num_layers,
-                                        impl_->kv_heads, pool->max_length,
-                                        impl_->head_dim};
-    pool->keys = torch::zeros(shape, options);
-    pool->values = torch::zeros(shape, options);
-    if (t5) {
-      const std::vector<int64_t> cross = {pool->capacity, impl_->num_layers,
-                                          impl_->kv_heads, pool->max_encoder,
-                                          impl_->head_dim};
-      pool->cross_keys = torch::zeros(cross, options);
-      pool->cross_values = torch::zeros(cross, options);
-      pool->encoder_mask = torch::zeros(
-          {pool->capacity, pool->max_encoder},
-          torch::TensorOptions().dtype(torch::kLong).device(impl_->device));
-    }
-  } catch (const std::exception& e) {
-    return TorchError("cannot allocate the KV cache", e);
-  }
-  return std::unique_ptr<KvCachePool>(new KvCachePool(std::move(pool)));
-}
-
-absl::StatusOr<std::vector<float>> InstructBlipModel::PrefillSlot(
-    const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
-    KvCachePool& pool, int slot) {
-  KvCachePool::Impl& p = *pool.impl_;
-  SequenceState state;
-  auto logits = Prefill(image, prompt_ids, &state);
-  if (!logits.ok()) return logits.status();
+absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::Decode(
+    const std::vector<PagedDecodeRow>& rows) {
+  if (rows.empty()) return absl::InvalidArgumentError("Decode: no rows");
+  if (!impl_->keys.defined())
+    return absl::FailedPreconditionError("Decode: no KV cache allocated");
   c10::InferenceMode inference;
   try {
-    const SequenceState::Impl& s = *state.impl_;
-    const int64_t self_length = s.keys.size(3);
-    if (self_length > p.max_length) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt: ", self_length,
-                       " positions exceed the cache's ", p.max_length));
+    const int64_t batch = static_cast<int64_t>(rows.size());
+    torch::Tensor ids = torch::empty({batch, 1}, impl_->Long());
+    torch::Tensor positions = torch::empty({batch}, impl_->Long());
+    torch::Tensor slots = torch::empty({batch}, impl_->Long());
+    std::vector<const std::vector<int>*> tables, cross_tables;
+    torch::Tensor cross_lens = torch::empty({batch}, impl_->Long());
+    for (int64_t b = 0; b < batch; ++b) {
+      const PagedDecodeRow& row = rows[b];
+      ids[b][0] = int64_t{row.token};
+      positions[b] = int64_t{row.position};
+      slots[b] = int64_t{(*row.blocks)[row.position / impl_->block_size]} *
+                     impl_->block_size +
+                 row.position % impl_->block_size;
+      tables.push_back(row.blocks);
+      if (row.cross_blocks) cross_tables.push_back(row.cross_blocks);
+      cross_lens[b] = int64_t{row.cross_length};
     }
-    p.keys[slot].narrow(2, 0, self_length).copy_(s.keys.select(1, 0));
-    p.values[slot].narrow(2, 0, self_length).copy_(s.values.select(1, 0));
+    const torch::Device& device = impl_->device;
+    std::vector<c10::IValue> inputs = {ids.to(device), positions.to(device),
+                                       slots.to(device), impl_->Tables(tables)};
     if (impl_->family == LmFamily::kT5) {
-      const int64_t encoder_length = s.cross_keys.size(3);
-      if (encoder_length > p.max_encoder) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("prompt: ", encoder_length,
-                         " encoder positions exceed ", p.max_encoder));
-      }
-      p.cross_keys[slot]
-          .narrow(2, 0, encoder_length)
-          .copy_(s.cross_keys.select(1, 0));
-      p.cross_values[slot]
-          .narrow(2, 0, encoder_length)
-          .copy_(s.cross_values.select(1, 0));
-      p.encoder_mask[slot].zero_();
-      p.encoder_mask[slot].narrow(0, 0, encoder_length).fill_(1);
-      p.encoder_lengths[slot] = static_cast<int>(encoder_length);
+      inputs.push_back(impl_->Tables(cross_tables));
+      inputs.push_back(cross_lens.to(device));
     }
-    p.lengths[slot] = static_cast<int>(self_length);
-  } catch (const std::exception& e) {
-    return TorchError("KV cache write failed", e);
-  }
-  return logits;
-}
-
-namespace {
-
-// [L, B, heads, length, D] from the first `length` positions of each slot of
-// a slot-major cache: one copy of exactly the data in use.
-torch::Tensor Gather(const torch::Tensor& cache, const std::vector<int>& slots,
-                     int64_t length) {
-  std::vector<torch::Tensor> views;
-  views.reserve(slots.size());
-  for (int slot : slots) views.push_back(cache[slot].narrow(2, 0, length));
-  return torch::stack(views, 1);
-}
-
-}  // namespace
-
-absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::DecodeBatch(
-    KvCachePool& pool, const std::vector<int>& slots,
-    const std::vector<int32_t>& tokens) {
-  KvCachePool::Impl& p = *pool.impl_;
-  const int64_t batch = static_cast<int64_t>(slots.size());
-  if (batch == 0 || tokens.size() != slots.size()) {
-    return absl::InvalidArgumentError(
-        "DecodeBatch: one token per slot is required");
-  }
-  int64_t past = 0;
-  for (int slot : slots) {
-    if (p.lengths[slot] == 0)
-      return absl::FailedPreconditionError("DecodeBatch: slot not prefilled");
-    if (p.lengths[slot] >= p.max_length) {
-      return absl::OutOfRangeError(
-          "DecodeBatch: a sequence reached the cache's length");
-    }
-    past = std::max<int64_t>(past, p.lengths[slot]);
-  }
-  if (impl_->decode_in_cache) return DecodeInCache(pool, slots, tokens);
-  c10::InferenceMode inference;
-  try {
-    const auto long_options = torch::TensorOptions().dtype(torch::kLong);
-    torch::Tensor ids = impl_->Ids(tokens).view({batch, 1});
-    // Row b holds its own length; positions beyond it up to `past` are padding.
-    torch::Tensor mask = torch::zeros({batch, past + 1}, long_options);
-    torch::Tensor positions = torch::zeros({batch, past + 1}, long_options);
-    auto mask_a = mask.accessor<int64_t, 2>();
-    auto positions_a = positions.accessor<int64_t, 2>();
-    for (int64_t b = 0; b < batch; ++b) {
-      const int64_t length = p.lengths[slots[b]];
-      for (int64_t j = 0; j < length; ++j) {
-        mask_a[b][j] = 1;
-        positions_a[b][j] = j;
-      }
-      mask_a[b][past] = 1;
-      positions_a[b][past] = length;
-    }
-    mask = mask.to(impl_->device);
-    positions = positions.to(impl_->device);
-    torch::Tensor past_keys = Gather(p.keys, slots, past);
-    torch::Tensor past_values = Gather(p.values, slots, past);
-    torch::jit::Module& lm = impl_->language;
-    torch::Tensor logits, keys, values;
-    if (impl_->family == LmFamily::kLlama) {
-      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
-          {ids, mask, positions.narrow(1, past, 1).contiguous(), past_keys,
-           past_values}));
-    } else {
-      int64_t encoder = 0;
-      std::vector<torch::Tensor> masks;
-      for (int slot : slots)
-        encoder = std::max<int64_t>(encoder, p.encoder_lengths[slot]);
-      for (int slot : slots)
-        masks.push_back(p.encoder_mask[slot].narrow(0, 0, encoder));
-      std::tie(logits, keys, values) = Unpack3(lm.get_method("decode")(
-          {ids, positions, mask, past_keys, past_values,
-           Gather(p.cross_keys, slots, encoder),
-           Gather(p.cross_values, slots, encoder), torch::stack(masks, 0)}));
-    }
-    for (int64_t b = 0; b < batch; ++b) {
-      const int slot = slots[b];
-      const int64_t at = p.lengths[slot];
-      p.keys[slot].select(2, at).copy_(keys.select(1, b).select(2, 0));
-      p.values[slot].select(2, at).copy_(values.select(1, b).select(2, 0));
-      ++p.lengths[slot];
-    }
-    return Impl::ToRows(logits);
+    inputs.push_back(impl_->keys);
+    inputs.push_back(impl_->values);
+    torch::Tensor logits =
+        impl_->language.get_method("decode_paged")(inputs).toTensor();
+    return ToRows(logits);
   } catch (const std::exception& e) {
     return TorchError("batched decode failed", e);
   }
 }
 
-absl::StatusOr<std::vector<std::vector<float>>>
-InstructBlipModel::DecodeInCache(KvCachePool& pool,
-                                 const std::vector<int>& slots,
-                                 const std::vector<int32_t>& tokens) {
-  KvCachePool::Impl& p = *pool.impl_;
+absl::Status InstructBlipModel::CopyBlocks(
+    const std::vector<std::pair<int, int>>& copies) {
   c10::InferenceMode inference;
   try {
-    const int64_t batch = static_cast<int64_t>(slots.size());
-    c10::List<int64_t> slot_list, length_list;
-    for (int slot : slots) {
-      slot_list.push_back(slot);
-      length_list.push_back(p.lengths[slot]);
-    }
-    torch::Tensor logits = impl_->language
-                               .get_method("decode_in_cache")(
-                                   {impl_->Ids(tokens).view({batch, 1}),
-                                    slot_list, length_list, p.keys, p.values})
-                               .toTensor();
-    for (int slot : slots) ++p.lengths[slot];
-    return Impl::ToRows(logits);
-  } catch (const std::exception& e) {
-    return TorchError("batched decode failed", e);
-  }
-}
-
-absl::Status InstructBlipModel::CopySlots(KvCachePool& pool,
-                                          const std::vector<int>& slots,
-                                          const std::vector<int>& sources) {
-  KvCachePool::Impl& p = *pool.impl_;
-  if (slots.size() != sources.size())
-    return absl::InvalidArgumentError("CopySlots: size mismatch");
-  c10::InferenceMode inference;
-  try {
-    // Snapshot the sources first: they may also be destinations.
-    std::vector<std::vector<torch::Tensor>> snapshot;
-    for (int source : sources) {
-      std::vector<torch::Tensor> parts = {
-          p.keys[source].narrow(2, 0, std::max(1, p.lengths[source])).clone(),
-          p.values[source]
-              .narrow(2, 0, std::max(1, p.lengths[source]))
-              .clone()};
-      if (impl_->family == LmFamily::kT5) {
-        const int64_t encoder = std::max(1, p.encoder_lengths[source]);
-        parts.push_back(p.cross_keys[source].narrow(2, 0, encoder).clone());
-        parts.push_back(p.cross_values[source].narrow(2, 0, encoder).clone());
-        parts.push_back(p.encoder_mask[source].clone());
-      }
-      snapshot.push_back(std::move(parts));
-    }
-    std::vector<int> lengths, encoder_lengths;
-    for (int source : sources) {
-      lengths.push_back(p.lengths[source]);
-      encoder_lengths.push_back(p.encoder_lengths[source]);
-    }
-    for (size_t i = 0; i < slots.size(); ++i) {
-      const int slot = slots[i];
-      const auto& parts = snapshot[i];
-      p.keys[slot].narrow(2, 0, parts[0].size(2)).copy_(parts[0]);
-      p.values[slot].narrow(2, 0, parts[1].size(2)).copy_(parts[1]);
-      if (impl_->family == LmFamily::kT5) {
-        p.cross_keys[slot].narrow(2, 0, parts[2].size(2)).copy_(parts[2]);
-        p.cross_values[slot].narrow(2, 0, parts[3].size(2)).copy_(parts[3]);
-        p.encoder_mask[slot].copy_(parts[4]);
-      }
-      p.lengths[slot] = lengths[i];
-      p.encoder_lengths[slot] = encoder_lengths[i];
+    for (const auto& [from, to] : copies) {
+      impl_->keys.select(1, to).copy_(impl_->keys.select(1, from));
+      impl_->values.select(1, to).copy_(impl_->values.select(1, from));
     }
   } catch (const std::exception& e) {
     return TorchError("KV cache copy failed", e);

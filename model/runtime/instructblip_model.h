@@ -11,89 +11,50 @@
 
 #include "absl/status/statusor.h"
 #include "model/runtime/image_preprocessor.h"
+#include "model/runtime/model_tensors.h"
 #include "model/runtime/package.h"
 
 namespace iblip::model {
 
-// The vision encoder's output for one image, [1+patches, vision_hidden] on
-// the model's device: what the server caches by image content, so asking
-// another question about the same image skips the vision encoder. Opaque,
-// immutable, cheap to copy (shared).
-class VisionFeatures {
+// The vision encoder's activations between pieces of its work (a batch of
+// images part-way through the encoder's layers). Opaque; engine thread only.
+class VisionState {
  public:
-  VisionFeatures() = default;
-  bool empty() const { return impl_ == nullptr; }
-  uint64_t bytes() const;  // memory held
+  ~VisionState();
+  VisionState(const VisionState&) = delete;
+  VisionState& operator=(const VisionState&) = delete;
 
  private:
   friend class InstructBlipModel;
   struct Impl;
-  std::shared_ptr<const Impl> impl_;
-};
-
-// The soft prompt of one image: the projected Q-Former query outputs,
-// [num_query_tokens, lm_hidden] on the model's device. Opaque, immutable,
-// cheap to copy (shared).
-class ImageEmbedding {
- public:
-  ImageEmbedding() = default;
-  int num_positions() const;
-  bool empty() const { return impl_ == nullptr; }
-  uint64_t bytes() const;  // memory held
-
- private:
-  friend class InstructBlipModel;
-  struct Impl;
-  std::shared_ptr<const Impl> impl_;
-};
-
-// The language model's state for one sequence: its KV cache (LLaMA), or its
-// encoder output, cross-attention and decoder caches (T5). Owned by the
-// engine. Copies share the cached prefix (tensors are never written in
-// place), so several sequences can continue one prompt.
-class SequenceState {
- public:
-  SequenceState();
-  ~SequenceState();
-  SequenceState(const SequenceState& other);
-  SequenceState& operator=(const SequenceState& other);
-  SequenceState(SequenceState&&) noexcept;
-  SequenceState& operator=(SequenceState&&) noexcept;
-
-  // Positions the language model has consumed (LLaMA: image + prompt +
-  // generated; T5: decoder inputs). 0 before Prefill.
-  int length() const;
-
- private:
-  friend class InstructBlipModel;
-  struct Impl;
+  explicit VisionState(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
-// The engine's KV caches: `capacity` preallocated sequence slots of up to
-// `max_length` positions each (T5: decoder positions, plus the encoder's
-// cross-attention keys/values). Created by InstructBlipModel; used only on
-// the engine thread. The scheduler admits work by free_slots().
-class KvCachePool {
- public:
-  ~KvCachePool();
-  KvCachePool(const KvCachePool&) = delete;
-  KvCachePool& operator=(const KvCachePool&) = delete;
+// One sequence's row of a paged decode step: `token` enters at `position`;
+// `blocks` is its block table (block i holds positions i*block_size ..).
+struct PagedDecodeRow {
+  int32_t token = 0;
+  int position = 0;
+  const std::vector<int>* blocks = nullptr;
+  // T5: the encoder's cross-attention blocks and their positions.
+  const std::vector<int>* cross_blocks = nullptr;
+  int cross_length = 0;
+};
 
-  int capacity() const;
-  int free_slots() const;
-  int max_length() const;
-  uint64_t bytes() const;  // memory held by the caches
-  // A free slot (empty), or RESOURCE_EXHAUSTED.
-  absl::StatusOr<int> Allocate();
-  void Release(int slot);
-  int length(int slot) const;  // cached positions
-
- private:
-  friend class InstructBlipModel;
-  struct Impl;
-  explicit KvCachePool(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+// One chunk of a sequence's prefill: positions [start, end). Positions below
+// the image's num_positions() are its soft prompt; position p above is
+// tokens[p - num_positions()]. T5: the encoder reads [soft prompt; tokens]
+// (start == 0) and writes cross keys/values into `cross_blocks`; decoder
+// position 0 is the start token and position p > 0 is decoder_tokens[p - 1].
+struct PagedPrefill {
+  const ImageEmbedding* image = nullptr;
+  const std::vector<int32_t>* tokens = nullptr;
+  int start = 0;
+  int end = 0;
+  const std::vector<int>* blocks = nullptr;
+  const std::vector<int>* cross_blocks = nullptr;
+  const std::vector<int32_t>* decoder_tokens = nullptr;
 };
 
 struct RuntimeOptions {
@@ -124,10 +85,18 @@ class InstructBlipModel {
       const PixelValues& pixels, const std::vector<int32_t>& qformer_ids,
       const std::vector<int32_t>& qformer_mask = {});
 
-  // The two halves of EncodeImage, batched for the server's vision stage.
-  // One vision encoder pass over several images (all of the package's size).
+  // The vision encoder whole, over several images (all of the package's
+  // size).
   absl::StatusOr<std::vector<VisionFeatures>> EncodeVision(
       const std::vector<const PixelValues*>& images);
+  // ... and in pieces, so the engine can put decode steps between them:
+  // Begin embeds the images, RunVisionLayers runs encoder layers
+  // [begin, end), Finish returns one VisionFeatures per image.
+  int vision_num_layers() const;
+  absl::StatusOr<std::unique_ptr<VisionState>> BeginVision(
+      const std::vector<const PixelValues*>& images);
+  absl::Status RunVisionLayers(VisionState& state, int begin, int end);
+  absl::StatusOr<std::vector<VisionFeatures>> FinishVision(VisionState& state);
   // One Q-Former pass over several (image, instruction) pairs. Instructions
   // of different lengths are right-padded and masked: text positions start
   // at 0 in every row, so each row equals its unbatched result up to float
@@ -136,45 +105,25 @@ class InstructBlipModel {
       const std::vector<VisionFeatures>& features,
       const std::vector<std::vector<int32_t>>& qformer_ids);
 
-  // Runs the prompt ([soft prompt; prompt embeddings]) and returns the logits
-  // [vocab] of the first generated token; `state` receives the caches.
-  absl::StatusOr<std::vector<float>> Prefill(
-      const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
-      SequenceState* state);
-
-  // Slot-based, batched decoding for the engine. ------------------------
-
-  // Caches for up to `max_slots` sequences within `budget_bytes`, each up to
-  // the model's context (T5: `max_decoder_length` decoder positions).
-  // RESOURCE_EXHAUSTED if not even one slot fits the budget.
-  absl::StatusOr<std::unique_ptr<KvCachePool>> CreateCachePool(
-      int max_slots, uint64_t budget_bytes, int max_decoder_length);
-
-  // Prefill into an empty slot; returns the first token's logits.
-  absl::StatusOr<std::vector<float>> PrefillSlot(
-      const ImageEmbedding& image, const std::vector<int32_t>& prompt_ids,
-      KvCachePool& pool, int slot);
-
-  // One decode step for many sequences of different lengths at once: feeds
-  // tokens[i] to slots[i], returns logits per row. Each row's result does
-  // not depend on the others (masking; only float rounding can differ).
-  absl::StatusOr<std::vector<std::vector<float>>> DecodeBatch(
-      KvCachePool& pool, const std::vector<int>& slots,
-      const std::vector<int32_t>& tokens);
-
-  // slots[i] takes the contents of sources[i] (sources may repeat and
-  // overlap slots: beam search reorders its beams with this).
-  absl::Status CopySlots(KvCachePool& pool, const std::vector<int>& slots,
-                         const std::vector<int>& sources);
+  // The paged KV cache (engine thread). ---------------------------------
+  // Keys and values of one position, all layers, in bytes.
+  uint64_t kv_bytes_per_position() const;
+  bool encoder_decoder() const;
+  // Allocates the pool: `num_blocks` blocks of `block_size` positions.
+  absl::Status AllocateKvCache(int num_blocks, int block_size);
+  // Runs one prefill chunk (writing its keys/values into its blocks);
+  // returns the logits of the chunk's last position.
+  absl::StatusOr<std::vector<float>> Prefill(const PagedPrefill& chunk);
+  // One decode step for many sequences of different lengths at once;
+  // logits per row. Each row's result does not depend on the others.
+  absl::StatusOr<std::vector<std::vector<float>>> Decode(
+      const std::vector<PagedDecodeRow>& rows);
+  // Block `to` takes the contents of block `from`, pair by pair in order.
+  absl::Status CopyBlocks(const std::vector<std::pair<int, int>>& copies);
 
   const std::string& device() const;
 
  private:
-  // DecodeBatch for packages with decode_in_cache (LLaMA): attends inside
-  // the pool, no gathered copy of the caches.
-  absl::StatusOr<std::vector<std::vector<float>>> DecodeInCache(
-      KvCachePool& pool, const std::vector<int>& slots,
-      const std::vector<int32_t>& tokens);
   struct Impl;
   explicit InstructBlipModel(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -14,7 +14,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 
 // Walks "a.b.c" inside the manifest and returns the value, or an error that
 // names the path.
@@ -147,7 +147,8 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
   if (version != kFormatVersion) {
     return r.Error(
         "format_version",
-        absl::StrCat("is ", version, "; this server reads ", kFormatVersion));
+        absl::StrCat("is ", version, "; this server reads ", kFormatVersion,
+                     " (export the checkpoint again with model/export)"));
   }
   ASSIGN_OR_RETURN(m.model_id, r.Get<std::string>("model_id"));
   std::string text;
@@ -188,6 +189,9 @@ absl::StatusOr<PackageManifest> LoadPackageManifest(
     return r.Error("lm_num_layers", "and lm_kv_heads, lm_head_dim must be > 0");
   }
   ASSIGN_OR_RETURN(m.qformer_vocab_size, r.Get<int>("qformer_vocab_size"));
+  ASSIGN_OR_RETURN(m.vision_num_layers, r.Get<int>("vision_num_layers"));
+  if (m.vision_num_layers <= 0)
+    return r.Error("vision_num_layers", "must be > 0");
   ASSIGN_OR_RETURN(m.max_context_tokens, r.Get<int>("max_context_tokens"));
   if (m.num_query_tokens <= 0)
     return r.Error("num_query_tokens", "must be > 0");

@@ -83,6 +83,7 @@ struct PackageManifest {
   int lm_kv_heads = 0;    // cache heads per layer
   int lm_head_dim = 0;
   int qformer_vocab_size = 0;
+  int vision_num_layers = 0;  // encoder layers (the engine runs them in pieces)
   int max_context_tokens = 0;  // image positions + prompt + generated
   ImageSpec image;
   LmTokenizerSpec lm_tokenizer;

@@ -7,325 +7,407 @@
 #include "spdlog/spdlog.h"
 
 namespace iblip::server {
+namespace {
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
-    model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-    std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
-    FeatureCache* cache) {
-  ASSIGN_OR_RETURN(auto pool,
-                   model.CreateCachePool(options.max_running_sequences,
-                                         options.kv_cache_bytes,
-                                         options.max_decoder_length));
-  return std::unique_ptr<Engine>(new Engine(model, tokenizer,
-                                            std::move(eos_token_ids), metrics,
-                                            options, cache, std::move(pool)));
+// Moving average of a per-unit cost: new samples weigh a quarter.
+void Track(absl::Duration& average, absl::Duration sample) {
+  average = average == absl::ZeroDuration() ? sample
+                                            : (average * 3 + sample) / 4;
 }
 
-Engine::Engine(model::InstructBlipModel& model,
-               const model::LmTokenizer& tokenizer,
-               std::vector<int32_t> eos_token_ids, Metrics& metrics,
-               Options options, FeatureCache* cache,
-               std::unique_ptr<model::KvCachePool> pool)
-    : model_(model),
-      tokenizer_(tokenizer),
+FinishReason ReasonFor(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kCancelled ? FinishReason::kCancelled
+                                                       : FinishReason::kError;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    ModelRunner& runner, std::vector<int32_t> eos_token_ids, Metrics& metrics,
+    Options options, FeatureCache* cache, const Clock& clock) {
+  if (options.kv_block_size < 1) {
+    return absl::InvalidArgumentError(
+        "scheduler.kv_block_size: must be at least 1");
+  }
+  const uint64_t block_bytes =
+      runner.kv_bytes_per_position() * static_cast<uint64_t>(options.kv_block_size);
+  const uint64_t blocks = block_bytes > 0 ? options.kv_cache_bytes / block_bytes : 0;
+  if (blocks < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "scheduler.kv_cache_mib: ", options.kv_cache_bytes,
+        " bytes do not hold one KV block (", block_bytes, " bytes)"));
+  }
+  const int num_blocks =
+      static_cast<int>(std::min<uint64_t>(blocks, 1u << 30));
+  RETURN_IF_ERROR(runner.AllocateKvCache(num_blocks, options.kv_block_size));
+  return std::unique_ptr<Engine>(new Engine(runner, std::move(eos_token_ids),
+                                            metrics, options, cache, clock,
+                                            num_blocks));
+}
+
+Engine::Engine(ModelRunner& runner, std::vector<int32_t> eos_token_ids,
+               Metrics& metrics, Options options, FeatureCache* cache,
+               const Clock& clock, int num_blocks)
+    : runner_(runner),
       eos_token_ids_(std::move(eos_token_ids)),
       metrics_(metrics),
       cache_(cache),
       options_(options),
-      pool_(std::move(pool)),
-      scheduler_({options.vision_max_batch_size, options.vision_max_queue_delay,
-                  options.prefill_token_budget}) {
-  free_slots_.store(pool_->free_slots());
-  metrics_.SetKvCacheSlots(0, pool_->capacity());
-  spdlog::info("KV cache: {} sequence slots, {:.1f} MiB", pool_->capacity(),
-               pool_->bytes() / 1048576.0);
+      clock_(clock),
+      blocks_(num_blocks, options.kv_block_size),
+      scheduler_(
+          Scheduler::Options{options.max_running_sequences,
+                             options.vision_max_batch_size,
+                             options.vision_max_queue_delay,
+                             options.max_prefill_chunk,
+                             std::min(32, options.max_prefill_chunk),
+                             options.decode_interval},
+          blocks_, runner.vision_num_layers(), runner.encoder_decoder()) {
+  metrics_.SetKvCacheBlocks(0, blocks_.num_blocks(), blocks_.block_size());
+  metrics_.SetQueueCapacity(options_.max_queue_size);
+  spdlog::info("KV cache: {} blocks of {} positions ({:.1f} MiB)",
+               blocks_.num_blocks(), blocks_.block_size(),
+               static_cast<double>(blocks_.num_blocks()) *
+                   blocks_.block_size() * runner.kv_bytes_per_position() /
+                   1048576.0);
+  MutexLock lock(&mutex_);
+  last_step_end_ = clock_.Now();
 }
 
 Engine::~Engine() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(&mutex_);
     stopping_ = true;
+    wake_.SignalAll();
   }
-  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   // The thread is gone: fail whatever did not finish.
   const absl::Status shutting_down =
       absl::UnavailableError("server is shutting down");
-  while (!running_.empty()) Retire(running_.begin(), shutting_down);
-  for (auto& request : scheduler_.TakeAll())
-    Complete(*request, shutting_down, UsageStats{});
+  AcceptNew();
+  std::vector<SequenceGroup*> all;
+  for (auto& group : groups_) all.push_back(group.get());
+  for (SequenceGroup* group : all) Finish(group, shutting_down);
 }
 
-void Engine::Start() {
-  thread_ = std::thread([this] { Loop(); });
-}
-
-Engine::DecodeStats Engine::decode_stats() const {
-  std::lock_guard<std::mutex> lock(stats_mutex_);
-  return decode_stats_;
+void Engine::Start(std::function<void()> bind_thread) {
+  thread_ = std::thread([this, bind = std::move(bind_thread)] {
+    if (bind) bind();
+    Loop();
+  });
 }
 
 absl::Status Engine::Admit() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(&mutex_);
   if (draining_ || stopping_)
     return absl::UnavailableError("server is shutting down");
-  if (admitted_ >= options_.max_queue_size) {
+  if (waiting_ >= options_.max_queue_size) {
     return absl::ResourceExhaustedError(
         absl::StrCat("server is at capacity (", options_.max_queue_size,
                      " requests waiting); retry later"));
   }
-  ++admitted_;
-  metrics_.SetWaiting(admitted_);
+  ++waiting_;
+  ++unfinished_;
+  metrics_.SetWaiting(waiting_);
   return absl::OkStatus();
 }
 
 void Engine::CancelAdmission() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  --admitted_;
-  metrics_.SetWaiting(admitted_);
-  idle_.notify_all();
+  MutexLock lock(&mutex_);
+  --waiting_;
+  --unfinished_;
+  metrics_.SetWaiting(waiting_);
+  idle_.SignalAll();
 }
 
-void Engine::Submit(RequestPtr request) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (request->image.empty()) {
-      scheduler_.AddToVisionQueue(std::move(request), absl::Now());
-    } else {
-      scheduler_.AddToPrefillQueue(std::move(request));
-    }
-  }
-  wake_.notify_one();
+void Engine::Submit(std::shared_ptr<GenerationRequest> request) {
+  MutexLock lock(&mutex_);
+  inbox_.push_back(std::move(request));
+  wake_.Signal();
 }
 
 void Engine::BeginDrain() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(&mutex_);
   draining_ = true;
 }
 
 bool Engine::WaitIdle(absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  return idle_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] {
-    return admitted_ == 0 && running_count_ == 0;
-  });
+  const absl::Time deadline = absl::Now() + timeout;
+  MutexLock lock(&mutex_);
+  while (unfinished_ != 0) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    idle_.WaitWithTimeout(&mutex_, left);
+  }
+  return true;
+}
+
+Engine::Progress Engine::progress() const {
+  MutexLock lock(&mutex_);
+  return {last_step_end_, work_pending_};
+}
+
+Engine::DecodeStats Engine::decode_stats() const {
+  MutexLock lock(&mutex_);
+  return decode_stats_;
 }
 
 bool Engine::WaitForWork() {
-  std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
+    const absl::Time now = clock_.Now();
+    const bool runnable = scheduler_.HasRunnableWork(now);
+    MutexLock lock(&mutex_);
+    work_pending_ = runnable || !inbox_.empty() || !groups_.empty();
     if (stopping_) return false;
-    const absl::Time due = scheduler_.VisionBatchDue();
-    if (!running_.empty() || scheduler_.prefill_waiting() > 0 ||
-        due <= absl::Now()) {
-      return true;
-    }
-    // Woken by Submit (which may change the due time) or the due time.
+    if (runnable || !inbox_.empty()) return true;
+    // Nothing to do until a request arrives, or a partial vision batch is
+    // due (its queue delay; wall time even under a fake clock: tests use 0).
+    const absl::Time due = scheduler_.VisionDue();
     if (due == absl::InfiniteFuture()) {
-      wake_.wait(lock);
+      wake_.Wait(&mutex_);
     } else {
-      wake_.wait_until(lock, absl::ToChronoTime(due));
+      wake_.WaitWithTimeout(&mutex_, std::max(absl::ZeroDuration(), due - now));
     }
   }
 }
 
 void Engine::Loop() {
-  model_.BindCallingThread();
   while (WaitForWork()) {
-    DropCancelled();
-    if (!running_.empty()) DecodeStep();  // decode first
-    RunVisionStage();
-    AdmitWaiting();
-    free_slots_.store(pool_->free_slots());
-    metrics_.SetKvCacheSlots(pool_->capacity() - pool_->free_slots(),
-                             pool_->capacity());
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      running_count_ = static_cast<int>(running_.size());
-      metrics_.SetRunning(running_count_);
-    }
-    idle_.notify_all();
+    AcceptNew();
+    DropEnded();
+    const StepPlan plan = scheduler_.Plan(clock_.Now(), costs_);
+    RunStep(plan);
+    UpdateGauges();
+    MutexLock lock(&mutex_);
+    last_step_end_ = clock_.Now();
   }
 }
 
-void Engine::DropCancelled() {
-  const absl::Time now = absl::Now();
-  for (auto it = running_.begin(); it != running_.end();) {
-    auto next = std::next(it);
-    GenerationRequest& request = (*it)->request();
-    if (request.cancelled.load()) {
-      Retire(it, absl::CancelledError("cancelled by the client"));
-    } else if (now > request.deadline) {
-      Retire(it, absl::DeadlineExceededError(absl::StrCat(
-                     "deadline exceeded after ",
-                     (*it)->usage().generated_tokens, " generated tokens")));
-    }
-    it = next;
-  }
-}
-
-void Engine::DecodeStep() {
-  std::vector<int> slots;
-  std::vector<int32_t> tokens;
-  std::vector<size_t> counts;  // rows per running request, in order
-  for (const auto& active : running_) {
-    const size_t before = slots.size();
-    active->CollectRows(slots, tokens);
-    counts.push_back(slots.size() - before);
-  }
-  std::vector<absl::Status> failures(running_.size());
-  std::vector<std::vector<float>> rows;
-  const absl::Time step_start = absl::Now();
-  metrics_.ObserveDecodeBatch(static_cast<int>(slots.size()));
-  auto logits = model_.DecodeBatch(*pool_, slots, tokens);
+void Engine::AcceptNew() {
+  std::deque<std::shared_ptr<GenerationRequest>> arrived;
   {
-    std::lock_guard<std::mutex> lock(stats_mutex_);
-    decode_stats_.seconds += absl::ToDoubleSeconds(absl::Now() - step_start);
-    decode_stats_.tokens += static_cast<int64_t>(slots.size());
+    MutexLock lock(&mutex_);
+    arrived.swap(inbox_);
+  }
+  for (auto& request : arrived) {
+    // The warm-up's metrics go nowhere, so they count what clients sent.
+    Metrics& metrics = request->internal ? unrecorded_ : metrics_;
+    groups_.push_back(std::make_unique<SequenceGroup>(
+        next_group_id_++, std::move(request), eos_token_ids_,
+        runner_.encoder_decoder(), options_.decoder_start_token, metrics,
+        clock_));
+    SequenceGroup* group = groups_.back().get();
+    if (group->phase() == SequenceGroup::Phase::kVision) {
+      scheduler_.AddToVision(group, clock_.Now());
+    } else {
+      EnterPrefill(group);
+    }
+  }
+}
+
+void Engine::EnterPrefill(SequenceGroup* group) {
+  // Worst case: the prompt once (shared), then every sequence's own blocks
+  // for all it may generate, plus one copied block each.
+  const int sequences = SequencesNeeded(group->request().settings);
+  const int max_new = group->request().settings.max_new_tokens;
+  const int worst = blocks_.BlocksFor(group->prompt_positions() + max_new) +
+                    (sequences - 1) * (blocks_.BlocksFor(max_new) + 1) +
+                    blocks_.BlocksFor(group->encoder_positions());
+  if (worst > blocks_.num_blocks()) {
+    return Finish(group,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "parameters: ", sequences, " sequence(s) of up to ",
+                      max_new,
+                      " new tokens after this prompt need up to ", worst,
+                      " KV cache blocks; the server has ",
+                      blocks_.num_blocks(),
+                      " (lower max_new_tokens, num_beams or "
+                      "num_return_sequences)")));
+  }
+  scheduler_.AddToPrefill(group);
+}
+
+absl::Status Engine::Unstartable(const SequenceGroup& group) const {
+  const GenerationRequest& request = group.request();
+  if (request.cancelled.load())
+    return absl::CancelledError("cancelled by the client");
+  if (clock_.Now() > request.deadline) {
+    const char* stage =
+        group.phase() == SequenceGroup::Phase::kVision    ? "queued for the vision stage"
+        : group.phase() == SequenceGroup::Phase::kPrefill ? "queued for prefill"
+                                                          : "generating";
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline exceeded while ", stage, " after ",
+                     group.usage().generated_tokens, " generated tokens"));
+  }
+  return absl::OkStatus();
+}
+
+void Engine::DropEnded() {
+  std::vector<std::pair<SequenceGroup*, absl::Status>> ended;
+  for (auto& group : groups_) {
+    if (absl::Status status = Unstartable(*group); !status.ok()) {
+      ended.emplace_back(group.get(), std::move(status));
+    } else if (group->phase() == SequenceGroup::Phase::kRunning) {
+      group->ApplyStopSequenceHits(blocks_);
+      if (group->finished()) ended.emplace_back(group.get(), absl::OkStatus());
+    }
+  }
+  for (auto& [group, status] : ended) Finish(group, status);
+}
+
+void Engine::RunStep(const StepPlan& plan) {
+  for (SequenceGroup* group : plan.preempted) {
+    MetricsFor(*group).Preempted();
+    spdlog::debug("request {} preempted: KV blocks ran out",
+                  group->request().request_id);
+  }
+  if (!plan.copies.empty()) {
+    if (absl::Status copied = runner_.CopyBlocks(plan.copies); !copied.ok()) {
+      // The cache is in an unknown state for these groups: fail them.
+      for (SequenceGroup* group : plan.decode) Finish(group, copied);
+      for (const PrefillPiece& piece : plan.prefills)
+        Finish(piece.group, copied);
+      return;
+    }
+  }
+  if (!plan.decode.empty()) RunDecode(plan);
+  if (!plan.vision.empty()) RunVision(plan.vision);
+  for (const PrefillPiece& piece : plan.prefills) {
+    if (piece.group->phase() != SequenceGroup::Phase::kFinished)
+      RunPrefill(piece);
+  }
+}
+
+void Engine::RunDecode(const StepPlan& plan) {
+  std::vector<DecodeRow> rows;
+  std::vector<size_t> counts;  // rows per group, in plan order
+  bool recorded = false;
+  for (SequenceGroup* group : plan.decode) {
+    const size_t before = rows.size();
+    for (int s : group->LiveSequences()) rows.push_back(group->Row(s));
+    counts.push_back(rows.size() - before);
+    recorded = recorded || !group->internal();
+  }
+  const absl::Time start = clock_.Now();
+  auto logits = runner_.Decode(rows);
+  const absl::Duration took = clock_.Now() - start;
+  Track(costs_.decode_step, took);
+  if (recorded) metrics_.ObserveDecodeBatch(static_cast<int>(rows.size()));
+  {
+    MutexLock lock(&mutex_);
+    decode_stats_.seconds += absl::ToDoubleSeconds(took);
+    decode_stats_.tokens += static_cast<int64_t>(rows.size());
     ++decode_stats_.steps;
   }
+  std::vector<absl::Status> failures(plan.decode.size());
+  std::vector<std::vector<float>> all;
   if (logits.ok()) {
-    rows = std::move(*logits);
+    all = std::move(*logits);
   } else {
     // Find who fails: decode each request alone, so the others go on.
     spdlog::warn("batched decode failed ({}); retrying request by request",
                  logits.status().ToString());
     size_t offset = 0;
-    for (size_t r = 0; r < counts.size(); offset += counts[r], ++r) {
-      auto own = model_.DecodeBatch(
-          *pool_,
-          std::vector<int>(slots.begin() + offset,
-                           slots.begin() + offset + counts[r]),
-          std::vector<int32_t>(tokens.begin() + offset,
-                               tokens.begin() + offset + counts[r]));
+    for (size_t g = 0; g < counts.size(); offset += counts[g], ++g) {
+      auto own = runner_.Decode(std::vector<DecodeRow>(
+          rows.begin() + offset, rows.begin() + offset + counts[g]));
       if (own.ok()) {
-        rows.insert(rows.end(), own->begin(), own->end());
+        for (auto& row : *own) all.push_back(std::move(row));
       } else {
-        failures[r] = own.status();
-        rows.insert(rows.end(), counts[r], std::vector<float>());
+        failures[g] = own.status();
+        all.resize(all.size() + counts[g]);
       }
     }
   }
   size_t offset = 0;
-  size_t r = 0;
-  for (auto& active : running_) {
-    if (failures[r].ok() && counts[r] > 0) {
-      std::vector<int> to, from;
-      for (const auto& [dst, src] :
-           active->Consume(std::vector<std::vector<float>>(
-               rows.begin() + offset, rows.begin() + offset + counts[r]))) {
-        to.push_back(dst);
-        from.push_back(src);
-      }
-      if (!to.empty())
-        failures[r] = model_.CopySlots(*pool_, to, from);  // beam reordering
+  for (size_t g = 0; g < plan.decode.size(); offset += counts[g], ++g) {
+    SequenceGroup* group = plan.decode[g];
+    if (!failures[g].ok()) {
+      Finish(group, failures[g]);
+      continue;
     }
-    offset += counts[r];
-    ++r;
+    group->Consume(std::vector<std::vector<float>>(
+                       std::make_move_iterator(all.begin() + offset),
+                       std::make_move_iterator(all.begin() + offset +
+                                               counts[g])),
+                   blocks_);
+    if (group->finished()) Finish(group, absl::OkStatus());
   }
-  r = 0;
-  for (auto it = running_.begin(); it != running_.end(); ++r) {
-    auto next = std::next(it);
-    if (!failures[r].ok()) {
-      Retire(it, failures[r]);
+}
+
+void Engine::RunVision(const VisionPiece& piece) {
+  const absl::Time start = clock_.Now();
+  absl::Status status;
+  int images = 0;
+  if (piece.begin) {
+    vision_groups_ = scheduler_.vision_batch();
+    std::vector<const model::PixelValues*> pixels;
+    for (SequenceGroup* group : vision_groups_) {
+      group->set_taken();
+      UsageStats& usage = group->mutable_usage();
+      usage.queue_time = start - group->arrival();
+      MetricsFor(*group).ObserveQueueTime(usage.queue_time);
+      if (group->request().vision.empty())
+        pixels.push_back(&group->request().pixels);
+    }
+    auto activations = runner_.BeginVision(pixels);
+    if (activations.ok()) {
+      vision_activations_ = std::move(*activations);
     } else {
-      for (int slot : (*it)->TakeReleasedSlots()) pool_->Release(slot);
-      if ((*it)->finished()) Retire(it, absl::OkStatus());
+      status = activations.status();
     }
-    it = next;
   }
-}
-
-absl::Status Engine::Unstartable(const GenerationRequest& request,
-                                 absl::string_view stage) {
-  if (request.cancelled.load())
-    return absl::CancelledError("cancelled by the client");
-  if (absl::Now() > request.deadline) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("deadline exceeded while queued for the ", stage));
+  for (const SequenceGroup* group : vision_groups_) {
+    if (group != nullptr && group->request().vision.empty()) ++images;
   }
-  return absl::OkStatus();
-}
-
-void Engine::LeaveQueue() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  --admitted_;
-  metrics_.SetWaiting(admitted_);
-}
-
-void Engine::DropQueued(GenerationRequest& request,
-                        const absl::Status& status) {
-  LeaveQueue();
-  UsageStats usage;
-  usage.queue_time = absl::Now() - request.arrival;
-  Complete(request, status, usage);
-}
-
-void Engine::RunVisionStage() {
-  std::vector<RequestPtr> batch;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    batch = scheduler_.TakeVisionBatch(absl::Now());
-  }
-  std::vector<RequestPtr> live;
-  for (auto& request : batch) {
-    request->scheduled = absl::Now();
-    if (absl::Status status = Unstartable(*request, "vision stage");
-        !status.ok()) {
-      DropQueued(*request, status);
+  if (status.ok() && piece.layers_end > piece.layers_begin) {
+    if (vision_activations_ == nullptr) {
+      status = absl::InternalError("vision layers without activations");
     } else {
-      live.push_back(std::move(request));
+      status = runner_.RunVisionLayers(*vision_activations_, piece.layers_begin,
+                                       piece.layers_end);
+    }
+    if (status.ok() && images > 0) {
+      Track(costs_.vision_layer_per_image,
+            (clock_.Now() - start) /
+                ((piece.layers_end - piece.layers_begin) * images));
     }
   }
-  if (live.empty()) return;
-  const absl::Time start = absl::Now();
-  absl::Status status = EncodeImages(live);
-  std::vector<RequestPtr> encoded;
-  if (status.ok()) {
-    encoded = std::move(live);
-  } else {
-    // Find who fails: encode each request alone, so the others go on.
-    spdlog::warn("batched vision stage failed ({}); retrying one by one",
-                 status.ToString());
-    for (auto& request : live) {
-      if (absl::Status own = EncodeImages({request}); own.ok()) {
-        encoded.push_back(std::move(request));
-      } else {
-        DropQueued(*request, own);
-      }
-    }
-  }
-  metrics_.ObserveVisionBatch(static_cast<int>(batch.size()),
-                              absl::Now() - start);
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& request : encoded)
-    scheduler_.AddToPrefillQueue(std::move(request));
+  if (!status.ok() || piece.query) FinishVisionBatch(status);
 }
 
-absl::Status Engine::EncodeImages(const std::vector<RequestPtr>& batch) {
-  std::vector<const model::PixelValues*> pixels;
-  std::vector<GenerationRequest*> uncached;
-  for (const auto& request : batch) {
-    if (request->vision.empty()) {
-      pixels.push_back(&request->pixels);
-      uncached.push_back(request.get());
+absl::Status Engine::EncodeBatch(const std::vector<SequenceGroup*>& batch,
+                                 VisionActivations* activations,
+                                 const std::vector<SequenceGroup*>& began) {
+  if (activations != nullptr) {
+    ASSIGN_OR_RETURN(auto features, runner_.FinishVision(*activations));
+    // `began` lists the batch as it started; requests may have left since.
+    size_t next = 0;
+    for (SequenceGroup* group : began) {
+      if (!group->request().vision.empty()) continue;
+      model::VisionFeatures& mine = features[next++];
+      if (std::find(batch.begin(), batch.end(), group) == batch.end()) continue;
+      group->request().vision = mine;
+      group->request().pixels = model::PixelValues();
+      if (cache_ && !group->internal())
+        cache_->PutVision(group->request().image_hash, mine);
     }
   }
-  ASSIGN_OR_RETURN(auto features, model_.EncodeVision(pixels));
-  for (size_t i = 0; i < uncached.size(); ++i) {
-    uncached[i]->vision = features[i];
-    if (cache_) cache_->PutVision(uncached[i]->image_hash, features[i]);
-    uncached[i]->pixels = model::PixelValues();  // no longer needed
-  }
-  std::vector<model::VisionFeatures> visions;
+  if (batch.empty()) return absl::OkStatus();
+  std::vector<model::VisionFeatures> features;
   std::vector<std::vector<int32_t>> qformer_ids;
-  for (const auto& request : batch) {
-    visions.push_back(request->vision);
-    qformer_ids.push_back(request->qformer_ids);
+  for (SequenceGroup* group : batch) {
+    features.push_back(group->request().vision);
+    qformer_ids.push_back(group->request().qformer_ids);
   }
-  ASSIGN_OR_RETURN(auto embeddings, model_.QueryImages(visions, qformer_ids));
+  const absl::Time start = clock_.Now();
+  ASSIGN_OR_RETURN(auto embeddings, runner_.QueryImages(features, qformer_ids));
+  Track(costs_.query_per_image,
+        (clock_.Now() - start) / static_cast<int64_t>(batch.size()));
   for (size_t i = 0; i < batch.size(); ++i) {
-    GenerationRequest& request = *batch[i];
-    if (cache_) {
+    GenerationRequest& request = batch[i]->request();
+    if (cache_ && !batch[i]->internal()) {
       cache_->PutEmbedding(request.image_hash, request.qformer_ids,
                            embeddings[i]);
     }
@@ -335,111 +417,161 @@ absl::Status Engine::EncodeImages(const std::vector<RequestPtr>& batch) {
   return absl::OkStatus();
 }
 
-void Engine::AdmitWaiting() {
-  std::vector<RequestPtr> starting;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    starting = scheduler_.TakePrefills(pool_->free_slots(), pool_->capacity());
-    // They move from waiting to running in one step, so WaitIdle (drain)
-    // never sees neither while they prefill; the loop's end recounts.
-    admitted_ -= static_cast<int>(starting.size());
-    running_count_ += static_cast<int>(starting.size());
-    metrics_.SetWaiting(admitted_);
+absl::Status Engine::EncodeAlone(SequenceGroup* group) {
+  std::unique_ptr<VisionActivations> activations;
+  if (group->request().vision.empty()) {
+    ASSIGN_OR_RETURN(activations,
+                     runner_.BeginVision({&group->request().pixels}));
+    RETURN_IF_ERROR(runner_.RunVisionLayers(*activations, 0,
+                                            runner_.vision_num_layers()));
   }
-  for (auto& request : starting) StartRequest(std::move(request));
+  return EncodeBatch({group}, activations.get(), {group});
 }
 
-void Engine::StartRequest(RequestPtr request) {
-  UsageStats usage;
-  usage.seed = request->settings.seed;
-  usage.prompt_tokens = static_cast<int>(request->prompt_ids.size());
-  const absl::Time start = absl::Now();
-  if (request->scheduled == absl::InfinitePast()) request->scheduled = start;
-  usage.queue_time = request->scheduled - request->arrival;
-  Metrics& metrics = RequestMetrics(*request);
-  metrics.ObserveQueueTime(usage.queue_time);
-  if (absl::Status status = Unstartable(*request, "language model");
-      !status.ok()) {
-    return Complete(*request, status, usage);
+void Engine::FinishVisionBatch(const absl::Status& status) {
+  const absl::Time start = clock_.Now();
+  std::vector<SequenceGroup*> batch = scheduler_.TakeVisionBatch();
+  std::unique_ptr<VisionActivations> activations =
+      std::move(vision_activations_);
+  std::vector<SequenceGroup*> began = std::move(vision_groups_);
+  vision_groups_.clear();
+  absl::Status result = status;
+  if (result.ok()) result = EncodeBatch(batch, activations.get(), began);
+  vision_compute_ += clock_.Now() - start;
+  std::vector<absl::Status> outcomes(batch.size(), result);
+  if (!result.ok() && batch.size() > 1) {
+    // Find who fails: run each request's vision stage alone.
+    spdlog::warn("batched vision stage failed ({}); retrying one by one",
+                 result.ToString());
+    for (size_t i = 0; i < batch.size(); ++i)
+      outcomes[i] = EncodeAlone(batch[i]);
   }
-  auto active = std::make_unique<ActiveRequest>(request, tokenizer_,
-                                                eos_token_ids_, metrics);
-  const int needed = active->slots_needed();
-  if (needed > pool_->capacity()) {
-    return Complete(*request,
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "parameters.num_beams: needs ", needed,
-                        " sequence slots, the server has ", pool_->capacity())),
-                    usage);
-  }
-  metrics.AddPromptTokens(usage.prompt_tokens);
-  const model::ImageEmbedding& image = request->image;
-  usage.image_tokens = image.num_positions();
-
-  std::vector<int> slots;
-  for (int i = 0; i < needed; ++i)
-    slots.push_back(*pool_->Allocate());  // PopAdmissible checked
-  auto release_all = [&] {
-    for (int slot : slots) pool_->Release(slot);
-  };
-  auto first_logits =
-      model_.PrefillSlot(image, request->prompt_ids, *pool_, slots[0]);
-  metrics.ObservePrefill(absl::Now() - start);
-  if (!first_logits.ok()) {
-    release_all();
-    return Complete(*request, first_logits.status(), usage);
-  }
-  if (needed > 1) {
-    // Every sequence (or beam) continues the same prompt.
-    std::vector<int> others(slots.begin() + 1, slots.end());
-    if (absl::Status copied = model_.CopySlots(
-            *pool_, others, std::vector<int>(others.size(), slots[0]));
-        !copied.ok()) {
-      release_all();
-      return Complete(*request, copied, usage);
+  bool recorded = false;
+  int encoded = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!outcomes[i].ok()) {
+      Finish(batch[i], outcomes[i]);
+      continue;
     }
+    ++encoded;
+    recorded = recorded || !batch[i]->internal();
+    EnterPrefill(batch[i]);
   }
-  active->Start(slots, *first_logits, usage);
-  for (int slot : active->TakeReleasedSlots()) pool_->Release(slot);
-  if (active->finished()) {
-    UsageStats final_usage = active->usage();
-    final_usage.total_time = absl::Now() - request->arrival;
-    return Complete(*request, absl::OkStatus(), final_usage);
+  // Only requests that were encoded count as batch members.
+  if (recorded) metrics_.ObserveVisionBatch(encoded, vision_compute_);
+  vision_compute_ = absl::ZeroDuration();
+}
+
+void Engine::RunPrefill(const PrefillPiece& piece) {
+  SequenceGroup* group = piece.group;
+  const absl::Time start = clock_.Now();
+  if (!group->taken()) {
+    // It skipped the vision stage: its queue time ends here.
+    group->set_taken();
+    UsageStats& usage = group->mutable_usage();
+    usage.queue_time = start - group->arrival();
+    MetricsFor(*group).ObserveQueueTime(usage.queue_time);
   }
-  running_.push_back(std::move(active));
+  PrefillChunk chunk;
+  chunk.image = &group->request().image;
+  chunk.tokens = &group->prefill_tokens(piece.item.sequence);
+  chunk.start = piece.item.start;
+  chunk.end = piece.end;
+  chunk.table = &group->table(piece.item.sequence);
+  if (runner_.encoder_decoder()) {
+    chunk.cross_table = &group->cross_table();
+    chunk.decoder_tokens = &group->decoder_tokens(piece.item.sequence);
+  }
+  auto logits = runner_.Prefill(chunk);
+  const absl::Duration took = clock_.Now() - start;
+  if (!logits.ok()) return Finish(group, logits.status());
+  const int positions = runner_.encoder_decoder() && piece.item.start == 0
+                            ? group->encoder_positions()
+                            : piece.end - piece.item.start;
+  Track(costs_.prefill_per_position, took / std::max(1, positions));
+  group->add_prefill_time(took);
+  group->PrefillDone(piece.item, piece.end, blocks_);
+  if (!group->prefill_complete()) return;
+  MetricsFor(*group).ObservePrefill(group->prefill_time());
+  if (group->needs_first_token()) {
+    {
+      MutexLock lock(&mutex_);
+      --waiting_;
+      metrics_.SetWaiting(waiting_);
+    }
+    MetricsFor(*group).AddPromptTokens(group->usage().prompt_tokens);
+    group->Start(std::move(*logits), blocks_);
+  } else {
+    group->set_phase(SequenceGroup::Phase::kRunning);
+  }
+  scheduler_.StartRunning(group);
+  if (group->finished()) Finish(group, absl::OkStatus());
 }
 
-void Engine::ReleaseSlots(ActiveRequest& active) {
-  for (int slot : active.TakeReleasedSlots()) pool_->Release(slot);
-  for (int slot : active.slots()) pool_->Release(slot);
-}
+void Engine::Finish(SequenceGroup* group, const absl::Status& status) {
+  if (group->phase() == SequenceGroup::Phase::kFinished) return;
+  const bool started = !group->needs_first_token();
+  if (!status.ok()) group->EndUnfinished(ReasonFor(status));
+  group->set_phase(SequenceGroup::Phase::kFinished);
+  scheduler_.Remove(group);
+  metrics_.SetKvCacheBlocks(blocks_.used_blocks(), blocks_.num_blocks(),
+                            blocks_.block_size());
+  std::replace(vision_groups_.begin(), vision_groups_.end(), group,
+               static_cast<SequenceGroup*>(nullptr));
+  vision_groups_.erase(
+      std::remove(vision_groups_.begin(), vision_groups_.end(), nullptr),
+      vision_groups_.end());
+  if (scheduler_.vision_batch().empty() && vision_activations_ != nullptr) {
+    vision_activations_.reset();  // nobody is left to use them
+    vision_groups_.clear();
+  }
 
-void Engine::Retire(std::list<std::unique_ptr<ActiveRequest>>::iterator it,
-                    const absl::Status& status) {
-  ReleaseSlots(**it);
-  UsageStats usage = (*it)->usage();
-  usage.total_time = absl::Now() - (*it)->request().arrival;
-  Complete((*it)->request(), status, usage);
-  running_.erase(it);
-}
-
-void Engine::Complete(GenerationRequest& request, const absl::Status& status,
-                      const UsageStats& usage) {
-  Metrics& metrics = RequestMetrics(request);
+  GenerationRequest& request = group->request();
+  Metrics& metrics = MetricsFor(*group);
+  UsageStats usage = group->usage();
+  usage.total_time = clock_.Now() - request.arrival;
   metrics.RequestFinished(status.code());
-  metrics.ObserveRequestDuration(absl::Now() - request.arrival);
-  if (usage.prompt_tokens > 0)  // it started
+  metrics.ObserveRequestDuration(usage.total_time);
+  if (started)
     metrics.ObserveRequestTokens(usage.prompt_tokens, usage.generated_tokens);
-  // One access-log line per request, with its id for tracing.
   spdlog::info(
       "request {} {}: prompt_tokens={} generated_tokens={} queue_ms={:.1f} "
-      "ttft_ms={:.1f} total_ms={:.1f}",
+      "ttft_ms={:.1f} total_ms={:.1f} preemptions={}",
       request.request_id, status.ok() ? "ok" : status.ToString(),
       usage.prompt_tokens, usage.generated_tokens,
       absl::ToDoubleMilliseconds(usage.queue_time),
       absl::ToDoubleMilliseconds(usage.time_to_first_token),
-      absl::ToDoubleMilliseconds(absl::Now() - request.arrival));
-  request.sink->OnComplete(status, usage);
+      absl::ToDoubleMilliseconds(usage.total_time), usage.preemptions);
+  std::shared_ptr<TokenSink> sink = request.sink;
+  {
+    MutexLock lock(&mutex_);
+    if (!started) --waiting_;
+    --unfinished_;
+    metrics_.SetWaiting(waiting_);
+    idle_.SignalAll();
+  }
+  // Erase before OnComplete: the sink may release the request.
+  std::shared_ptr<GenerationRequest> keep;
+  for (auto it = groups_.begin(); it != groups_.end(); ++it) {
+    if (it->get() == group) {
+      pending_delete_.push_back(std::move(*it));
+      groups_.erase(it);
+      break;
+    }
+  }
+  sink->OnComplete(status, usage);
+}
+
+void Engine::UpdateGauges() {
+  pending_delete_.clear();  // finished groups, safe to free between steps
+  metrics_.SetKvCacheBlocks(blocks_.used_blocks(), blocks_.num_blocks(),
+                            blocks_.block_size());
+  int running = 0;
+  for (const auto& group : groups_) {
+    if (group->phase() == SequenceGroup::Phase::kRunning && !group->internal())
+      ++running;
+  }
+  metrics_.SetRunning(running);
 }
 
 }  // namespace iblip::server

@@ -1,83 +1,94 @@
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "model/runtime/instructblip_model.h"
-#include "model/runtime/lm_tokenizer.h"
-#include "server/engine/active_request.h"
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "server/engine/clock.h"
 #include "server/engine/feature_cache.h"
 #include "server/engine/generation_request.h"
-#include "server/metrics.h"
+#include "server/engine/kv_block_manager.h"
+#include "server/engine/model_runner.h"
 #include "server/engine/scheduler.h"
+#include "server/engine/sequence_group.h"
+#include "server/metrics.h"
 
 namespace iblip::server {
 
-// Owns the engine thread: the only thread that calls into the model, and the
-// owner of the KV cache pool. Every step, in this order:
-//  1. decode: all running sequences advance one token in one batched call,
-//     across requests and lengths (continuous, iteration-level batching);
-//  2. vision: when the dynamic batcher says a batch is due, the vision
-//     encoder and the Q-Former run on it (skipping what the feature cache
-//     had) and the results go to the cache and the prefill queue;
-//  3. prefill: encoded requests start while KV slots are free and the step's
-//     prefill token budget lasts.
-// Finished and cancelled sequences leave between steps. The policy lives in
-// Scheduler (pure, unit-tested); this class runs it.
+// Owns the engine thread: the only thread that calls the model (through a
+// ModelRunner) and the owner of the KV block pool. Each step it asks the
+// Scheduler for a plan, then runs it: block copies, one batched decode of
+// every running sequence, a bounded piece of vision work (a few encoder
+// layers, or the Q-Former), prefill chunks. Token ids go to each request's
+// TokenSink; the request side turns them into text (the engine thread does
+// model work only).
 //
-// Thread-safety: Admit/Submit/CancelAdmission/BeginDrain/WaitIdle may be
-// called from any thread and never wait for the model.
+// Thread-safety: Admit, CancelAdmission, Submit, BeginDrain, WaitIdle and the
+// accessors may be called from any thread and never wait for the model.
 class Engine {
  public:
   struct Options {
     int max_queue_size = 256;  // admitted requests not yet started
-    int max_running_sequences =
-        32;  // KV cache slots (fewer if the budget says so)
+    int max_running_sequences = 32;
     uint64_t kv_cache_bytes = 1ull << 30;
-    int max_decoder_length = 1025;    // T5 decoder positions per slot
-    int prefill_token_budget = 4096;  // prompt tokens admitted per step
-    int vision_max_batch_size = 8;    // images per vision-stage batch
-    // How long a partial vision batch may wait for more requests.
+    int kv_block_size = 16;  // positions per KV block
+    int vision_max_batch_size = 8;
     absl::Duration vision_max_queue_delay = absl::ZeroDuration();
+    int max_prefill_chunk = 2048;
+    absl::Duration decode_interval = absl::Milliseconds(50);
+    int32_t decoder_start_token = 0;  // T5
   };
 
-  // `model`, `tokenizer`, `metrics` and `cache` must outlive the engine;
+  // `runner`, `metrics`, `clock` and `cache` must outlive the engine;
   // `cache` may be null (nothing is cached).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
-      model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-      std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
-      FeatureCache* cache = nullptr);
+      ModelRunner& runner, std::vector<int32_t> eos_token_ids,
+      Metrics& metrics, Options options, FeatureCache* cache = nullptr,
+      const Clock& clock = RealClock::Get());
   // Stops the thread; requests not finished fail with UNAVAILABLE.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  void Start();
+  // `bind_thread` runs first on the engine thread (torch's thread count is
+  // per thread).
+  void Start(std::function<void()> bind_thread = nullptr);
 
   // Reserves a queue place before preprocessing, so a full server says no
   // before spending CPU: RESOURCE_EXHAUSTED when full, UNAVAILABLE while
   // draining. Every OK Admit is followed by Submit or CancelAdmission.
   absl::Status Admit();
   void CancelAdmission();
-  // Queues an admitted, preprocessed request (to the vision stage, or
-  // straight to prefill when `request->image` came from the cache).
+  // Queues an admitted, preprocessed request.
   void Submit(std::shared_ptr<GenerationRequest> request);
 
-  // Refuses new admissions from now on (graceful drain).
   void BeginDrain();
   // Waits until nothing is queued or running, or `timeout` passes; true if
   // idle.
   bool WaitIdle(absl::Duration timeout);
 
-  int cache_capacity() const { return pool_->capacity(); }
-  // Free KV cache slots after the last engine step (a snapshot).
-  int free_cache_slots() const { return free_slots_.load(); }
+  int kv_blocks() const { return blocks_.num_blocks(); }
+  int kv_block_size() const { return blocks_.block_size(); }
+  // Positions the pool holds (blocks x block size).
+  int64_t kv_capacity_positions() const {
+    return int64_t{blocks_.num_blocks()} * blocks_.block_size();
+  }
+  int max_queue_size() const { return options_.max_queue_size; }
+
+  // For liveness: when the engine last finished a step, and whether work is
+  // pending (a stalled engine has pending work and an old step time).
+  struct Progress {
+    absl::Time last_step_end;
+    bool work_pending = false;
+  };
+  Progress progress() const;
 
   // Cumulative time in batched decode steps and the tokens they produced
   // (prefill excluded): decode-phase throughput for benchmarks.
@@ -89,63 +100,78 @@ class Engine {
   DecodeStats decode_stats() const;
 
  private:
-  using RequestPtr = std::shared_ptr<GenerationRequest>;
-  Engine(model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
-         std::vector<int32_t> eos_token_ids, Metrics& metrics, Options options,
-         FeatureCache* cache, std::unique_ptr<model::KvCachePool> pool);
+  using GroupPtr = std::unique_ptr<SequenceGroup>;
+  Engine(ModelRunner& runner, std::vector<int32_t> eos_token_ids,
+         Metrics& metrics, Options options, FeatureCache* cache,
+         const Clock& clock, int num_blocks);
+
   void Loop();
-  // Sleeps until there is work: running sequences, requests to prefill, a
-  // due vision batch, or stopping. Returns false when stopping.
+  // Sleeps until there is work or stopping. False when stopping.
   bool WaitForWork();
-  void DecodeStep();
-  void RunVisionStage();
-  // Vision encoder (for those without cached features) + Q-Former.
-  absl::Status EncodeImages(const std::vector<RequestPtr>& batch);
-  void AdmitWaiting();
-  void StartRequest(RequestPtr request);
-  // Why a queued request cannot go on (cancelled, past its deadline).
-  static absl::Status Unstartable(const GenerationRequest& request,
-                                  absl::string_view stage);
-  // A queued request left the queue without starting.
-  void DropQueued(GenerationRequest& request, const absl::Status& status);
-  void LeaveQueue();
-  Metrics& RequestMetrics(const GenerationRequest& request) {
-    return request.internal ? unrecorded_ : metrics_;
+  // New requests from the inbox into the scheduler's queues.
+  void AcceptNew();
+  // Cancelled, past-deadline and stop-sequence-finished work leaves.
+  void DropEnded();
+  void RunStep(const StepPlan& plan);
+  void RunDecode(const StepPlan& plan);
+  void RunVision(const VisionPiece& piece);
+  // The vision batch is done (or failed): encoded groups go to prefill.
+  void FinishVisionBatch(const absl::Status& status);
+  // The encoder's end (if `activations`) and the Q-Former for `batch`.
+  absl::Status EncodeBatch(const std::vector<SequenceGroup*>& batch,
+                           VisionActivations* activations,
+                           const std::vector<SequenceGroup*>& began);
+  // The whole vision stage of one request (isolating a failing one).
+  absl::Status EncodeAlone(SequenceGroup* group);
+  // Checks that the request can ever fit the KV pool, then queues it.
+  void EnterPrefill(SequenceGroup* group);
+  void RunPrefill(const PrefillPiece& piece);
+  void Finish(SequenceGroup* group, const absl::Status& status);
+  Metrics& MetricsFor(const SequenceGroup& group) {
+    return group.internal() ? unrecorded_ : metrics_;
   }
-  void DropCancelled();
-  void Retire(std::list<std::unique_ptr<ActiveRequest>>::iterator it,
-              const absl::Status& status);
-  void ReleaseSlots(ActiveRequest& active);
-  void Complete(GenerationRequest& request, const absl::Status& status,
-                const UsageStats& usage);
+  void UpdateGauges();
+  absl::Status Unstartable(const SequenceGroup& group) const;
 
   // Constant after construction.
-  model::InstructBlipModel& model_;
-  const model::LmTokenizer& tokenizer_;
+  ModelRunner& runner_;
   const std::vector<int32_t> eos_token_ids_;
   Metrics& metrics_;
-  Metrics unrecorded_;         // per-request metrics of internal requests
+  Metrics unrecorded_;         // metrics of internal requests (discarded)
   FeatureCache* const cache_;  // may be null
   const Options options_;
+  const Clock& clock_;
 
   // Engine thread only.
-  std::unique_ptr<model::KvCachePool> pool_;
-  std::list<std::unique_ptr<ActiveRequest>> running_;
-
-  std::mutex mutex_;
-  std::condition_variable wake_;  // work arrived or stopping
-  std::condition_variable idle_;  // a request finished
-  // Guarded by mutex_:
+  KvBlockManager blocks_;
   Scheduler scheduler_;
-  int admitted_ = 0;  // reserved places: being preprocessed or queued
-  int running_count_ = 0;
-  bool draining_ = false;
-  bool stopping_ = false;
+  std::list<GroupPtr> groups_;  // every group the engine holds
+  uint64_t next_group_id_ = 1;
+  StepCosts costs_;
+  // The vision batch in progress: its groups (as when it began) and the
+  // encoder's activations between steps.
+  std::vector<SequenceGroup*> vision_groups_;
+  std::unique_ptr<VisionActivations> vision_activations_;
+  absl::Duration vision_compute_;  // the batch's pieces so far
+  // Finished groups, freed at the end of the step (plans point at them).
+  std::vector<GroupPtr> pending_delete_;
 
-  std::atomic<int> free_slots_{0};  // written by the engine thread
-  mutable std::mutex stats_mutex_;
-  DecodeStats decode_stats_;  // guarded by stats_mutex_
-  std::thread thread_;        // started by Start(), joined by the destructor
+  mutable Mutex mutex_;
+  CondVar wake_;  // work arrived or stopping
+  CondVar idle_;  // a request finished
+  std::deque<std::shared_ptr<GenerationRequest>> inbox_
+      ABSL_GUARDED_BY(mutex_);
+  // Admitted and not started (preprocessing or queued): what max_queue_size
+  // bounds.
+  int waiting_ ABSL_GUARDED_BY(mutex_) = 0;
+  int unfinished_ ABSL_GUARDED_BY(mutex_) = 0;  // admitted, not completed
+  bool draining_ ABSL_GUARDED_BY(mutex_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  absl::Time last_step_end_ ABSL_GUARDED_BY(mutex_);
+  bool work_pending_ ABSL_GUARDED_BY(mutex_) = false;
+  DecodeStats decode_stats_ ABSL_GUARDED_BY(mutex_);
+
+  std::thread thread_;  // started by Start(), joined by the destructor
 };
 
 }  // namespace iblip::server

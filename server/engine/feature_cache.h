@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "model/runtime/instructblip_model.h"
+#include "model/runtime/model_tensors.h"
 #include "server/engine/lru_cache.h"
 #include "server/metrics.h"
 

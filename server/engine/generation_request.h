@@ -1,19 +1,18 @@
 #pragma once
 
-// What travels from the gRPC handlers through preprocessing into the engine,
+// What travels from the transports through preprocessing into the engine,
 // and what comes back. No gRPC or torch types here.
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "model/runtime/image_preprocessor.h"
-#include "model/runtime/instructblip_model.h"
+#include "model/runtime/model_tensors.h"
 #include "model/runtime/sampler.h"
 
 namespace iblip::server {
@@ -42,13 +41,22 @@ struct GenerationSettings {
   model::SamplingParams sampling;  // eos_token_ids filled by the engine
 };
 
-// KV cache slots a request holds while it runs: one per beam, or one per
-// returned sequence.
-inline int SlotsNeeded(const GenerationSettings& s) {
+// Sequences a request decodes at once: one per beam, or one per returned
+// sequence.
+inline int SequencesNeeded(const GenerationSettings& s) {
   return s.num_beams > 1 ? s.num_beams : s.num_return_sequences;
 }
 
-// New output of one sequence.
+// New tokens of one sequence, as the engine produces them (no text: the
+// request side detokenizes).
+struct TokenDelta {
+  int index = 0;
+  std::vector<int32_t> token_ids;
+  absl::Duration elapsed;  // since the request arrived
+  FinishReason finish_reason = FinishReason::kNone;
+};
+
+// New output of one sequence, with its text, as the transports send it.
 struct SequenceDelta {
   int index = 0;
   std::string text;
@@ -65,31 +73,42 @@ struct UsageStats {
   absl::Duration time_to_first_token;
   absl::Duration total_time;
   uint64_t seed = 0;
+  int preemptions = 0;  // times the engine evicted and recomputed it
 };
 
-// Where a request's results go. Implemented by the gRPC reactors.
+// Where the engine's results go: the request side's output processor.
 // Thread-safety: called from the engine thread (and the preprocessing pool
-// for early errors); implementations must be thread-safe and never block.
-class ResponseSink {
+// for early errors); implementations must be thread-safe, cheap and never
+// block.
+class TokenSink {
  public:
-  virtual ~ResponseSink() = default;
-  virtual void OnDelta(SequenceDelta delta) = 0;
+  virtual ~TokenSink() = default;
+  virtual void OnTokens(TokenDelta delta) = 0;
   // Called exactly once, last. OK status: every sequence finished.
   virtual void OnComplete(const absl::Status& status,
                           const UsageStats& usage) = 0;
 };
 
-// One request, shared by its reactor (which may cancel it) and the engine.
+// Where a request's text results go: the transports (gRPC reactors, HTTP
+// streams). Same threading contract as TokenSink.
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  virtual void OnDelta(SequenceDelta delta) = 0;
+  virtual void OnComplete(const absl::Status& status,
+                          const UsageStats& usage) = 0;
+};
+
+// One request, shared by its transport (which may cancel it), the request
+// side's output processor and the engine.
 struct GenerationRequest {
   std::string request_id;
   Priority priority = Priority::kNormal;
   absl::Time arrival;
   absl::Time deadline = absl::InfiniteFuture();
-  // The server's own warm-up: kept out of the per-request metrics, so they
-  // count exactly what clients sent.
+  // The server's own warm-up: kept out of every metric, so they count
+  // exactly what clients sent.
   bool internal = false;
-  // When the engine took it from its queue (the end of queue time).
-  absl::Time scheduled = absl::InfinitePast();
   GenerationSettings settings;
 
   // Filled by preprocessing.
@@ -104,11 +123,14 @@ struct GenerationRequest {
   model::VisionFeatures vision;
   model::ImageEmbedding image;
 
-  // Set by the reactor on client cancel/disconnect; the engine checks it at
-  // every decode step and drops the request.
+  // Set by the transport on client cancel/disconnect; the engine checks it
+  // before every step and drops the request.
   std::atomic<bool> cancelled{false};
+  // Bit i: the request side found a stop sequence in sequence i's text; the
+  // engine finishes that sequence before its next step.
+  std::atomic<uint64_t> stop_sequence_hits{0};
 
-  std::shared_ptr<ResponseSink> sink;
+  std::shared_ptr<TokenSink> sink;
 };
 
 }  // namespace iblip::server

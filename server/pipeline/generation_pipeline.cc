@@ -49,7 +49,9 @@ void GenerationPipeline::Start(
   generation->arrival = arrival;
   generation->deadline = deadline;
   generation->prompt = request.prompt();
-  generation->sink = std::move(sink);
+  generation->sink = OutputProcessor::Create(
+      generation, generation->settings, *deps_.lm_tokenizer, std::move(sink),
+      *deps_.output_pool, *deps_.metrics);
   on_created(generation);
   deps_.preprocess_pool->Post(
       [this, generation, image = request.images(0).data()]() mutable {

@@ -12,6 +12,7 @@
 #include "server/engine/engine.h"
 #include "server/engine/feature_cache.h"
 #include "server/metrics.h"
+#include "server/pipeline/output_processor.h"
 #include "server/pipeline/request_validator.h"
 #include "server/pipeline/worker_pool.h"
 
@@ -31,6 +32,7 @@ class GenerationPipeline {
     const model::WordPieceTokenizer* qformer_tokenizer = nullptr;
     const model::ImagePreprocessor* image_preprocessor = nullptr;
     WorkerPool* preprocess_pool = nullptr;
+    WorkerPool* output_pool = nullptr;  // the request side's text output
     Metrics* metrics = nullptr;
     FeatureCache* feature_cache = nullptr;
     ServingLimits limits;

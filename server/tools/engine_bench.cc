@@ -31,6 +31,7 @@
 #include "model/runtime/package.h"
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/engine/engine.h"
+#include "server/engine/torch_model_runner.h"
 #include "spdlog/spdlog.h"
 
 namespace iblip::server {
@@ -65,9 +66,9 @@ Workload MakeWorkload(int count, int min_tokens, int max_tokens,
   return w;
 }
 
-class TimingSink final : public ResponseSink {
+class TimingSink final : public TokenSink {
  public:
-  void OnDelta(SequenceDelta delta) override {
+  void OnTokens(TokenDelta delta) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (tokens_ == 0) first_ = absl::Now();
     tokens_ += static_cast<int>(delta.token_ids.size());
@@ -232,11 +233,12 @@ int Main(int argc, char** argv) {
   options.max_running_sequences =
       *std::max_element(levels.begin(), levels.end());
   options.kv_cache_bytes = 8ull << 30;
-  options.max_decoder_length = max_tokens + 1;
+  options.decoder_start_token = manifest->decoder_start_token_id;
+  TorchModelRunner runner(**model);
   auto engine =
-      Engine::Create(**model, **lm, manifest->eos_token_ids, metrics, options);
+      Engine::Create(runner, manifest->eos_token_ids, metrics, options);
   if (!engine.ok()) return std::cerr << engine.status() << "\n", 1;
-  (*engine)->Start();
+  (*engine)->Start([&model] { (*model)->BindCallingThread(); });
   RunLevel(**engine, *manifest, **lm, **qformer, 1,
            MakeWorkload(1, 4, 4));  // warm-up
 

@@ -109,13 +109,24 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
         image, reference["qformer_input_ids"][row].get<std::vector<int32_t>>(),
         reference["qformer_attention_mask"][row].get<std::vector<int32_t>>());
     ASSERT_TRUE(embedding.ok()) << embedding.status();
-    // The engine's path: one cache slot, prefill, then batched decode steps.
-    auto pool = model.CreateCachePool(1, 64ull << 20, 64);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    const int slot = *(*pool)->Allocate();
-    auto logits = model.PrefillSlot(*embedding, prompt, **pool, slot);
+    // The engine's path: a paged cache (blocks out of order), prefill, then
+    // decode steps.
+    ASSERT_TRUE(model.AllocateKvCache(64, 4).ok());
+    std::vector<int> blocks;
+    for (int b = 0; b < 32; ++b) blocks.push_back((b * 7 + 3) % 48);
+    const bool t5 = model.encoder_decoder();
+    std::vector<int> cross;  // T5's encoder positions: blocks 48..63
+    for (int b = 63; b >= 48; --b) cross.push_back(b);
+    PagedPrefill chunk;
+    chunk.image = &*embedding;
+    chunk.tokens = &prompt;
+    chunk.end = t5 ? 1 : embedding->num_positions() +
+                             static_cast<int>(prompt.size());
+    chunk.blocks = &blocks;
+    chunk.cross_blocks = &cross;
+    auto logits = model.Prefill(chunk);
     ASSERT_TRUE(logits.ok()) << logits.status();
-
+    int position = chunk.end;
     // sequences = [start] + new tokens (+ padding once a row has finished).
     std::vector<int32_t> expected;
     for (size_t i = 1; i < greedy["sequences"][row].size(); ++i)
@@ -132,7 +143,16 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
           std::max_element(logits->begin(), logits->end()) - logits->begin());
       generated.push_back(token);
       if (token == eos) break;
-      auto rows = model.DecodeBatch(**pool, {slot}, {token});
+      PagedDecodeRow row;
+      row.token = token;
+      row.position = position++;
+      row.blocks = &blocks;
+      if (t5) {
+        row.cross_blocks = &cross;
+        row.cross_length = embedding->num_positions() +
+                           static_cast<int>(prompt.size());
+      }
+      auto rows = model.Decode({row});
       ASSERT_TRUE(rows.ok()) << rows.status();
       logits = std::move((*rows)[0]);
     }

@@ -111,15 +111,84 @@ TEST(InstructBlipModelTest, OutOfVocabularyIdIsAnErrorNotACrash) {
   pixels.chw.assign(3ull * pixels.size * pixels.size, 0.0f);
   auto image = tiny.model->EncodeImage(pixels, {101, 102});
   ASSERT_TRUE(image.ok()) << image.status();
-  auto pool = tiny.model->CreateCachePool(1, 64ull << 20, 64);
-  ASSERT_TRUE(pool.ok()) << pool.status();
-  const int slot = *(*pool)->Allocate();
-  auto logits = tiny.model->PrefillSlot(*image, {2, 1 << 20}, **pool, slot);
+  ASSERT_TRUE(tiny.model->AllocateKvCache(16, 16).ok());
+  const std::vector<int> blocks = {0, 1, 2, 3};
+  const std::vector<int32_t> tokens = {2, 1 << 20};
+  PagedPrefill chunk;
+  chunk.image = &*image;
+  chunk.tokens = &tokens;
+  chunk.end = image->num_positions() + 2;
+  chunk.blocks = &blocks;
+  auto logits = tiny.model->Prefill(chunk);
   ASSERT_FALSE(logits.ok());
   EXPECT_EQ(logits.status().code(), absl::StatusCode::kInternal);
-  // The failed prefill left the slot empty: decoding it is refused, not run.
-  EXPECT_EQ(tiny.model->DecodeBatch(**pool, {slot}, {5}).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+}
+
+// Logits of a prompt prefilled in one piece, through the paged cache.
+std::vector<float> PrefillLogits(InstructBlipModel& model,
+                                 const ImageEmbedding& image,
+                                 const std::vector<int32_t>& prompt,
+                                 const std::vector<int>& blocks,
+                                 int chunk_size = 1 << 20) {
+  std::vector<float> logits;
+  const int end = image.num_positions() + static_cast<int>(prompt.size());
+  for (int start = 0; start < end; start += chunk_size) {
+    PagedPrefill chunk;
+    chunk.image = &image;
+    chunk.tokens = &prompt;
+    chunk.start = start;
+    chunk.end = std::min(end, start + chunk_size);
+    chunk.blocks = &blocks;
+    auto out = model.Prefill(chunk);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return {};
+    logits = std::move(*out);
+  }
+  return logits;
+}
+
+float MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]));
+  return worst;
+}
+
+// The engine's pieces equal the whole: the vision encoder run a few layers
+// at a time, and a prompt prefilled in chunks into scattered blocks.
+TEST(InstructBlipModelTest, PiecesEqualTheWhole) {
+  auto& tiny = SharedTinyModel();
+  PixelValues pixels;
+  pixels.size = tiny.manifest.image.size;
+  pixels.chw.resize(3ull * pixels.size * pixels.size);
+  for (size_t j = 0; j < pixels.chw.size(); ++j)
+    pixels.chw[j] = 0.01f * static_cast<float>(j % 89) - 0.4f;
+  auto whole = tiny.model->EncodeVision({&pixels});
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto state = tiny.model->BeginVision({&pixels});
+  ASSERT_TRUE(state.ok()) << state.status();
+  const int layers = tiny.model->vision_num_layers();
+  ASSERT_GE(layers, 2);
+  for (int l = 0; l < layers; ++l)
+    ASSERT_TRUE(tiny.model->RunVisionLayers(**state, l, l + 1).ok());
+  auto pieces = tiny.model->FinishVision(**state);
+  ASSERT_TRUE(pieces.ok()) << pieces.status();
+  const std::vector<int32_t> qformer = tiny.qformer_tokenizer->Encode("hi");
+  auto a = tiny.model->QueryImages(*whole, {qformer});
+  auto b = tiny.model->QueryImages(*pieces, {qformer});
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  ASSERT_TRUE(tiny.model->AllocateKvCache(64, 4).ok());
+  const std::vector<int32_t> prompt =
+      tiny.lm_tokenizer->EncodePrompt("what color is the big circle");
+  const auto one = PrefillLogits(*tiny.model, (*a)[0], prompt,
+                                 {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  const auto chunked = PrefillLogits(*tiny.model, (*b)[0], prompt,
+                                     {40, 3, 17, 22, 9, 31, 60, 12, 5, 50, 1, 2},
+                                     /*chunk_size=*/5);
+  ASSERT_FALSE(one.empty());
+  EXPECT_LT(MaxDiff(one, chunked), 1e-4);
 }
 
 // The server's vision stage batches images and right-pads Q-Former inputs;
@@ -145,19 +214,15 @@ TEST(InstructBlipModelTest, BatchedVisionStageMatchesOneImageAtATime) {
   ASSERT_TRUE(batched.ok()) << batched.status();
 
   const std::vector<int32_t> prompt = tiny.lm_tokenizer->EncodePrompt("hi");
+  ASSERT_TRUE(tiny.model->AllocateKvCache(16, 16).ok());
+  const std::vector<int> blocks = {0, 1, 2, 3};
   for (size_t i = 0; i < images.size(); ++i) {
     auto single = tiny.model->EncodeImage(images[i], qformer_ids[i]);
     ASSERT_TRUE(single.ok()) << single.status();
-    SequenceState a, b;
-    auto expected = tiny.model->Prefill(*single, prompt, &a);
-    auto actual = tiny.model->Prefill((*batched)[i], prompt, &b);
-    ASSERT_TRUE(expected.ok()) << expected.status();
-    ASSERT_TRUE(actual.ok()) << actual.status();
-    ASSERT_EQ(expected->size(), actual->size());
-    float max_diff = 0;
-    for (size_t v = 0; v < expected->size(); ++v)
-      max_diff = std::max(max_diff, std::abs((*expected)[v] - (*actual)[v]));
-    EXPECT_LT(max_diff, 1e-4) << "row " << i;
+    EXPECT_LT(MaxDiff(PrefillLogits(*tiny.model, *single, prompt, blocks),
+                      PrefillLogits(*tiny.model, (*batched)[i], prompt, blocks)),
+              1e-4)
+        << "row " << i;
   }
   EXPECT_EQ(
       tiny.model->QueryImages(*features, {qformer_ids[0]}).status().code(),

@@ -1,3 +1,5 @@
+// The step planner, without a model or an engine: batching, chunking,
+// budgets, priorities and preemption as Plan() decides them.
 #include "server/engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -5,109 +7,155 @@
 namespace iblip::server {
 namespace {
 
-std::shared_ptr<GenerationRequest> Request(
-    const std::string& id, Priority priority = Priority::kNormal,
-    int prompt_tokens = 10, int beams = 1) {
-  auto request = std::make_shared<GenerationRequest>();
-  request->request_id = id;
-  request->priority = priority;
-  request->prompt_ids.assign(prompt_tokens, 7);
-  request->settings.num_beams = beams;
-  return request;
-}
-
-std::vector<std::string> Ids(
-    const std::vector<std::shared_ptr<GenerationRequest>>& requests) {
-  std::vector<std::string> ids;
-  for (const auto& r : requests) ids.push_back(r->request_id);
-  return ids;
-}
-
 const absl::Time kT0 = absl::FromUnixSeconds(1000);
+const std::vector<int32_t> kEos = {0};
 
-TEST(SchedulerTest, VisionBatchWaitsForTheDelayUnlessFull) {
-  Scheduler scheduler({/*vision_max_batch_size=*/3,
-                       /*vision_max_queue_delay=*/absl::Milliseconds(5),
-                       /*prefill_token_budget=*/100});
-  EXPECT_EQ(scheduler.VisionBatchDue(), absl::InfiniteFuture());
-  scheduler.AddToVisionQueue(Request("a"), kT0);
-  scheduler.AddToVisionQueue(Request("b"), kT0 + absl::Milliseconds(1));
-  EXPECT_EQ(scheduler.VisionBatchDue(), kT0 + absl::Milliseconds(5));
-  EXPECT_TRUE(scheduler.TakeVisionBatch(kT0 + absl::Milliseconds(4)).empty());
-  EXPECT_EQ(Ids(scheduler.TakeVisionBatch(kT0 + absl::Milliseconds(5))),
-            (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(scheduler.vision_waiting(), 0);
+class RowsTensor final : public model::TensorHandle {
+ public:
+  explicit RowsTensor(int rows) : rows_(rows) {}
+  uint64_t bytes() const override { return 0; }
+  int rows() const override { return rows_; }
 
-  // A full batch goes at once, and only max_batch_size of them.
-  for (const char* id : {"c", "d", "e", "f"})
-    scheduler.AddToVisionQueue(Request(id), kT0);
-  EXPECT_LE(scheduler.VisionBatchDue(), kT0);
-  EXPECT_EQ(Ids(scheduler.TakeVisionBatch(kT0)),
-            (std::vector<std::string>{"c", "d", "e"}));
-  EXPECT_EQ(scheduler.vision_waiting(), 1);
+ private:
+  int rows_;
+};
+
+// Logits whose greedy choice is token 3 (not the EOS, 0).
+std::vector<float> FirstLogits() {
+  std::vector<float> logits(8, 0.0f);
+  logits[3] = 1.0f;
+  return logits;
 }
 
-TEST(SchedulerTest, ZeroDelayRunsAPartialBatchAtOnce) {
-  Scheduler scheduler({8, absl::ZeroDuration(), 100});
-  scheduler.AddToVisionQueue(Request("a"), kT0);
-  EXPECT_EQ(Ids(scheduler.TakeVisionBatch(kT0)),
-            (std::vector<std::string>{"a"}));
+class NullSink final : public TokenSink {
+ public:
+  void OnTokens(TokenDelta) override {}
+  void OnComplete(const absl::Status&, const UsageStats&) override {}
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // A request whose image is encoded already (ready for prefill) unless
+  // `encoded` is false.
+  SequenceGroup* Group(int prompt_tokens, Priority priority = Priority::kNormal,
+                       bool encoded = true, absl::Duration arrival = {}) {
+    auto request = std::make_shared<GenerationRequest>();
+    request->priority = priority;
+    request->arrival = kT0 + arrival;
+    request->prompt_ids.assign(prompt_tokens, 5);
+    request->settings.max_new_tokens = 8;
+    request->sink = std::make_shared<NullSink>();
+    if (encoded) {
+      request->image = model::ImageEmbedding(std::make_shared<RowsTensor>(4));
+    } else {
+      request->pixels.size = 4;
+    }
+    groups_.push_back(std::make_unique<SequenceGroup>(
+        groups_.size(), request, kEos, false, 0, metrics_, clock_));
+    return groups_.back().get();
+  }
+  // Runs a prefill piece's bookkeeping as the engine would.
+  void Done(const PrefillPiece& piece) {
+    piece.group->PrefillDone(piece.item, piece.end, blocks_);
+  }
+
+  FakeClock clock_{kT0};
+  Metrics metrics_;
+  KvBlockManager blocks_{64, 4};
+  std::vector<std::unique_ptr<SequenceGroup>> groups_;
+};
+
+TEST_F(SchedulerTest, AVisionBatchWaitsForTheDelayUnlessFull) {
+  Scheduler::Options options;
+  options.vision_max_batch_size = 3;
+  options.vision_max_queue_delay = absl::Milliseconds(5);
+  Scheduler scheduler(options, blocks_, 6, false);
+  EXPECT_EQ(scheduler.VisionDue(), absl::InfiniteFuture());
+  scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+  scheduler.AddToVision(Group(3, Priority::kNormal, false),
+                        kT0 + absl::Milliseconds(1));
+  EXPECT_EQ(scheduler.VisionDue(), kT0 + absl::Milliseconds(5));
+  EXPECT_TRUE(scheduler.Plan(kT0 + absl::Milliseconds(4), {}).vision.empty());
+  const StepPlan plan = scheduler.Plan(kT0 + absl::Milliseconds(5), {});
+  EXPECT_TRUE(plan.vision.begin);
+  EXPECT_EQ(plan.vision.layers_end, 6);  // nothing decodes: the whole encoder
+  EXPECT_TRUE(plan.vision.query);
+  EXPECT_EQ(scheduler.vision_batch().size(), 2u);
 }
 
-TEST(SchedulerTest, HigherPrioritiesFillTheVisionBatchFirst) {
-  Scheduler scheduler({2, absl::ZeroDuration(), 100});
-  scheduler.AddToVisionQueue(Request("low", Priority::kLow), kT0);
-  scheduler.AddToVisionQueue(Request("normal", Priority::kNormal), kT0);
-  scheduler.AddToVisionQueue(Request("high", Priority::kHigh), kT0);
-  EXPECT_EQ(Ids(scheduler.TakeVisionBatch(kT0)),
-            (std::vector<std::string>{"high", "normal"}));
-  EXPECT_EQ(Ids(scheduler.TakeVisionBatch(kT0)),
-            (std::vector<std::string>{"low"}));
+TEST_F(SchedulerTest, WithNothingDecodingAPromptPrefillsWhole) {
+  Scheduler scheduler({}, blocks_, 6, false);
+  SequenceGroup* group = Group(40);
+  scheduler.AddToPrefill(group);
+  const StepPlan plan = scheduler.Plan(kT0, {});
+  ASSERT_EQ(plan.prefills.size(), 1u);
+  EXPECT_EQ(plan.prefills[0].item.start, 0);
+  EXPECT_EQ(plan.prefills[0].end, 44);  // 4 soft prompt rows + 40 tokens
+  EXPECT_EQ(group->table(0).blocks.size(), 11u);
 }
 
-TEST(SchedulerTest, PrefillsStopAtTheTokenBudgetButAlwaysStartOne) {
-  Scheduler scheduler({8, absl::ZeroDuration(), /*prefill_token_budget=*/25});
-  scheduler.AddToPrefillQueue(Request("a", Priority::kNormal, 10));
-  scheduler.AddToPrefillQueue(Request("b", Priority::kNormal, 10));
-  scheduler.AddToPrefillQueue(Request("c", Priority::kNormal, 10));
-  scheduler.AddToPrefillQueue(Request("d", Priority::kNormal, 10));
-  // 10 + 10 + 10 passes 25 after the third: the budget is checked before.
-  EXPECT_EQ(Ids(scheduler.TakePrefills(16, 16)),
-            (std::vector<std::string>{"a", "b", "c"}));
-  scheduler.AddToPrefillQueue(Request("huge", Priority::kNormal, 500));
-  EXPECT_EQ(Ids(scheduler.TakePrefills(16, 16)),
-            (std::vector<std::string>{"d", "huge"}));
-  scheduler.AddToPrefillQueue(Request("alone", Priority::kNormal, 500));
-  EXPECT_EQ(Ids(scheduler.TakePrefills(16, 16)),
-            (std::vector<std::string>{"alone"}));
+TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
+  Scheduler::Options options;
+  options.decode_interval = absl::Milliseconds(50);
+  options.min_prefill_chunk = 4;
+  Scheduler scheduler(options, blocks_, 6, false);
+  SequenceGroup* running = Group(2);
+  scheduler.AddToPrefill(running);
+  auto first = scheduler.Plan(kT0, {});
+  Done(first.prefills[0]);
+  running->Start(FirstLogits(), blocks_);
+  scheduler.StartRunning(running);
+
+  SequenceGroup* waiting = Group(200);
+  scheduler.AddToPrefill(waiting);
+  StepCosts costs;
+  costs.decode_step = absl::Milliseconds(20);
+  costs.prefill_per_position = absl::Milliseconds(1);
+  const StepPlan plan = scheduler.Plan(kT0, costs);
+  ASSERT_EQ(plan.decode.size(), 1u);
+  ASSERT_EQ(plan.prefills.size(), 1u);
+  // 50 ms - 20 ms of decode leaves 30 positions at 1 ms each.
+  EXPECT_EQ(plan.prefills[0].end - plan.prefills[0].item.start, 30);
 }
 
-TEST(SchedulerTest, PrefillsNeedFreeSlotsAndKeepStrictPriority) {
-  Scheduler scheduler({8, absl::ZeroDuration(), 1000});
-  scheduler.AddToPrefillQueue(Request("low", Priority::kLow, 5));
-  scheduler.AddToPrefillQueue(Request("beams", Priority::kHigh, 5, 4));
-  // The high-priority beam search needs 4 slots: 3 free blocks everything.
-  EXPECT_TRUE(scheduler.TakePrefills(3, 16).empty());
-  EXPECT_EQ(Ids(scheduler.TakePrefills(5, 16)),
-            (std::vector<std::string>{"beams", "low"}));
-  EXPECT_TRUE(scheduler.empty());
+TEST_F(SchedulerTest, PrefillFollowsStrictPriority) {
+  Scheduler::Options options;
+  options.max_running_sequences = 1;
+  Scheduler scheduler(options, blocks_, 6, false);
+  SequenceGroup* low = Group(3, Priority::kLow);
+  SequenceGroup* high = Group(3, Priority::kHigh, true, absl::Seconds(1));
+  scheduler.AddToPrefill(low);
+  scheduler.AddToPrefill(high);
+  const StepPlan plan = scheduler.Plan(kT0, {});
+  ASSERT_EQ(plan.prefills.size(), 1u);  // one row only
+  EXPECT_EQ(plan.prefills[0].group, high);
 }
 
-TEST(SchedulerTest, ARequestThatCanNeverFitIsHandedOverNotLeftBlocking) {
-  Scheduler scheduler({8, absl::ZeroDuration(), 1000});
-  scheduler.AddToPrefillQueue(Request("too-wide", Priority::kNormal, 5, 32));
-  scheduler.AddToPrefillQueue(Request("next", Priority::kNormal, 5));
-  EXPECT_EQ(Ids(scheduler.TakePrefills(1, 16)),
-            (std::vector<std::string>{"too-wide", "next"}));
-}
-
-TEST(SchedulerTest, TakeAllEmptiesBothStages) {
-  Scheduler scheduler({8, absl::Seconds(1), 1000});
-  scheduler.AddToVisionQueue(Request("v"), kT0);
-  scheduler.AddToPrefillQueue(Request("p"));
-  EXPECT_EQ(scheduler.TakeAll().size(), 2u);
-  EXPECT_TRUE(scheduler.empty());
-  EXPECT_EQ(scheduler.VisionBatchDue(), absl::InfiniteFuture());
+TEST_F(SchedulerTest, WhenBlocksRunOutTheLowestPriorityNewestIsPreempted) {
+  KvBlockManager blocks(6, 4);
+  Scheduler scheduler({}, blocks, 6, false);
+  // Three requests of 8 positions each (2 blocks): the pool holds them all.
+  std::vector<SequenceGroup*> groups = {
+      Group(4, Priority::kNormal, true, absl::Seconds(0)),
+      Group(4, Priority::kLow, true, absl::Seconds(1)),
+      Group(4, Priority::kLow, true, absl::Seconds(2))};
+  for (SequenceGroup* group : groups) scheduler.AddToPrefill(group);
+  const StepPlan start = scheduler.Plan(kT0, {});
+  ASSERT_EQ(start.prefills.size(), 3u);
+  for (const PrefillPiece& piece : start.prefills) {
+    piece.group->PrefillDone(piece.item, piece.end, blocks);
+    piece.group->Start(FirstLogits(), blocks);
+    scheduler.StartRunning(piece.group);
+  }
+  EXPECT_EQ(blocks.free_blocks(), 0);
+  // Every sequence's next position (8) needs a new block: one request must
+  // give its blocks up, the low-priority one that arrived last.
+  const StepPlan plan = scheduler.Plan(kT0, {});
+  ASSERT_EQ(plan.preempted.size(), 1u);
+  EXPECT_EQ(plan.preempted[0], groups[2]);
+  EXPECT_EQ(plan.decode.size(), 2u);
+  EXPECT_EQ(groups[2]->phase(), SequenceGroup::Phase::kPrefill);
+  EXPECT_EQ(groups[2]->preemptions(), 1);
 }
 
 }  // namespace
