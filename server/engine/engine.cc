@@ -216,7 +216,8 @@ void Engine::EnterPrefill(SequenceGroup* group) {
   if (worst > blocks_.num_blocks()) {
     return Finish(group,
                   absl::InvalidArgumentError(absl::StrCat(
-                      "parameters: ", sequences, " sequence(s) of up to ",
+                      "parameters.max_new_tokens: ", sequences,
+                      " sequence(s) of up to ",
                       max_new,
                       " new tokens after this prompt need up to ", worst,
                       " KV cache blocks; the server has ",
