@@ -6,9 +6,11 @@ implementation for CPU, so scripting, export, tests and the Python tools work
 without the C++ library. Scripted modules record the call as an
 `iblip::paged_attention` node; the C++ runtime registers the same schema with
 its fast kernel (model/runtime/paged_attention_op.cc) before it loads them.
-If the native operator is already registered in this process (a benchmark
-that loaded it first), that one is kept."""
+With IBLIP_PAGED_ATTENTION_LIBRARY naming the build's
+libiblip_paged_attention.so, Python loads that kernel instead (benchmarks,
+cross-checks); an operator already registered in this process is kept."""
 
+import os
 from typing import Optional
 
 import torch
@@ -56,6 +58,11 @@ def paged_attention_reference(query: torch.Tensor, key_cache: torch.Tensor,
     return out.to(query.dtype)
 
 
+def native_kernel_loaded() -> bool:
+    """Whether torch.ops.iblip.paged_attention is the C++ kernel."""
+    return _LIBRARY is None
+
+
 def _native_operator_present() -> bool:
     try:
         torch._C._jit_get_operation("iblip::paged_attention")
@@ -65,6 +72,9 @@ def _native_operator_present() -> bool:
 
 
 _LIBRARY = None
+_NATIVE_LIBRARY = os.environ.get("IBLIP_PAGED_ATTENTION_LIBRARY")
+if _NATIVE_LIBRARY and not _native_operator_present():
+    torch.ops.load_library(_NATIVE_LIBRARY)
 if not _native_operator_present():
     _LIBRARY = torch.library.Library("iblip", "DEF")
     _LIBRARY.define(SCHEMA)

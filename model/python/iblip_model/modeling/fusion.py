@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from iblip_model.modeling.llama import LlamaAttention, LlamaForCausalLM, LlamaMLP
+from iblip_model.modeling.qformer import InstructBlipQFormerModel, InstructBlipQFormerMultiHeadAttention
 
 
 def _is_dynamic_int8(layer) -> bool:
@@ -89,3 +90,31 @@ def fuse_llama_projections(lm: LlamaForCausalLM) -> LlamaForCausalLM:
         if type(layer.mlp) is LlamaMLP:
             layer.mlp = FusedLlamaMLP(layer.mlp)
     return lm
+
+
+class FusedQFormerSelfAttention(InstructBlipQFormerMultiHeadAttention):
+    """The Q-Former's self-attention (key_value is hidden) with one q/k/v GEMM."""
+
+    heads: torch.jit.Final[int]
+    head_dim: torch.jit.Final[int]
+
+    def __init__(self, attention: InstructBlipQFormerMultiHeadAttention):
+        nn.Module.__init__(self)
+        self.heads, self.head_dim = attention.heads, attention.head_dim
+        self.qkv = fuse_linears([attention.query, attention.key, attention.value])
+
+    def project(self, hidden: torch.Tensor,
+                key_value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self.qkv(hidden).chunk(3, dim=-1)
+        return q, k, v
+
+
+@torch.no_grad()
+def fuse_qformer_projections(qformer: InstructBlipQFormerModel) -> InstructBlipQFormerModel:
+    """Every layer's self-attention (not the cross-attention: its keys come
+    from the image) with fused q/k/v, in place; returns `qformer`."""
+    for layer in qformer.encoder.layer:
+        attention = layer.attention.attention
+        if type(attention) is InstructBlipQFormerMultiHeadAttention:
+            layer.attention.attention = FusedQFormerSelfAttention(attention)
+    return qformer
