@@ -14,7 +14,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 2;  // 2: paged methods, vision pieces (PACKAGE.md)
 
 // Walks "a.b.c" inside the manifest and returns the value, or an error that
 // names the path.

@@ -26,7 +26,10 @@ def test_export_writes_a_verified_package(tiny_checkpoints, tmp_path, family):
             "lm_tokenizer.model", "qformer_vocab.txt"} <= files
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert manifest["lm_family"] == family
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
+    assert manifest["vision_num_layers"] == 2
+    assert manifest["paged_kv_cache"]["cross_attention_blocks"] == (family == "t5")
+    assert manifest["paged_kv_cache"]["layers"] == manifest["lm_num_layers"]
     assert manifest["prompt_layout"] == "prepend"
     assert max(manifest["export"]["verification_max_abs_diff"].values()) <= 1e-4
     assert any("verified" in line for line in logs)

@@ -25,15 +25,19 @@ import time
 
 import torch
 
-from iblip_model import export_modules, tokenizer_files
+from iblip_model import export_modules, ops, tokenizer_files  # noqa: F401  (ops: loading needs it)
 from iblip_model.hf_config import CheckpointError, load_config
+from iblip_model.modeling.fusion import fuse_llama_projections
 from iblip_model.modeling.instructblip import load_pretrained
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 # TorchScript vs eager on the same weights: only operator fusion may differ.
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 1e-3}
 T5_MAX_CONTEXT = 1024  # relative positions: no table limit; bounds the caches
+# The paged pool the verification runs the paged methods over: small blocks,
+# handed out backwards so no sequence's blocks are contiguous or in order.
+VERIFY_BLOCK_SIZE = 4
 
 
 class Progress:
@@ -65,14 +69,54 @@ def _max_diff(a, b):
     return (a.to(torch.float32) - b.to(torch.float32)).abs().max().item()
 
 
-def _run_stages(vision, soft_prompt, embed, lm, config, inputs):
-    """The whole model on the sample inputs, stage by stage: vision encoder,
-    soft prompt, then LLaMA prefill and one decode step, or T5 encoder,
-    cross keys/values and two decode steps. `lm` has the exported
-    language-model methods (TorchScript module or its eager wrapper)."""
+def _verification_pool(lm_config, lm_family, dtype, positions):
+    """Zeroed pool [L,NB,BS,KV,D] in the model's dtype with room for
+    `positions`, and the slots of positions 0.. in blocks taken backwards."""
+    llama = lm_family == "llama"
+    layers = lm_config.num_hidden_layers if llama else lm_config.num_decoder_layers
+    kv_heads = lm_config.num_key_value_heads if llama else lm_config.num_heads
+    head_dim = lm_config.hidden_size // lm_config.num_attention_heads if llama else lm_config.d_kv
+    blocks = (positions + VERIFY_BLOCK_SIZE - 1) // VERIFY_BLOCK_SIZE
+    shape = (layers, blocks, VERIFY_BLOCK_SIZE, kv_heads, head_dim)
+    order = torch.arange(blocks - 1, -1, -1)
+    slots = (order[:, None] * VERIFY_BLOCK_SIZE + torch.arange(VERIFY_BLOCK_SIZE)).flatten()
+    return torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype), order, slots
+
+
+def _run_paged_stages(lm, config, embeds, next_ids, dtype):
+    """The paged methods on the same inputs: LLaMA prefill in two chunks and
+    one decode step; T5 prefill (encoder, cross keys/values, first step) and
+    one decode step, cross and self blocks sharing the pool."""
+    t = embeds.shape[1]
+    if config.lm_family == "llama":
+        keys, values, order, slots = _verification_pool(config.text, "llama", dtype, t + 1)
+        half = t // 2
+        lm.prefill_paged(embeds[:, :half], 0, slots, keys, values)
+        prefill = lm.prefill_paged(embeds[:, half:], half, slots, keys, values)
+        decode = lm.decode_paged(next_ids, torch.tensor([t]), slots[t:t + 1], order[None], keys, values)
+        return {"paged_prefill_logits": prefill, "paged_decode_logits": decode}
+    keys, values, order, slots = _verification_pool(config.text, "t5", dtype, t + 2 * VERIFY_BLOCK_SIZE)
+    cross_blocks = (t + VERIFY_BLOCK_SIZE - 1) // VERIFY_BLOCK_SIZE
+    cross_slots, self_slots = slots[:t], slots[cross_blocks * VERIFY_BLOCK_SIZE:]
+    start = config.text.decoder_start_token_id
+    prefill = lm.prefill_paged(embeds, cross_slots, int(self_slots[0]), start, keys, values)
+    decode = lm.decode_paged(next_ids, torch.tensor([1]), self_slots[1:2], order[None, cross_blocks:],
+                             order[None, :cross_blocks], torch.tensor([t]), keys, values)
+    return {"paged_first_step_logits": prefill, "paged_decode_logits": decode}
+
+
+def _run_stages(vision, soft_prompt, embed, lm, config, inputs, dtype):
+    """The whole model on the sample inputs, stage by stage: vision encoder
+    (whole and in pieces), soft prompt, then LLaMA prefill and one decode
+    step, or T5 encoder, cross keys/values and two decode steps, and the
+    same through the paged methods. `vision` and `lm` have the exported
+    methods (TorchScript modules or their eager wrappers)."""
     pixels, qformer_ids, prompt_ids = inputs
     qformer_mask = torch.ones_like(qformer_ids)
     out = {"image_embeds": vision(pixels)}
+    layers = config.vision.num_hidden_layers
+    hidden = vision.run_layers(vision.embed(pixels), 0, layers // 2)
+    out["image_embeds_in_pieces"] = vision.finish(vision.run_layers(hidden, layers // 2, layers))
     soft = soft_prompt(out["image_embeds"], qformer_ids, qformer_mask)
     out["soft_prompt"] = soft
     embeds = torch.cat([soft, embed(prompt_ids)], dim=1)
@@ -93,31 +137,36 @@ def _run_stages(vision, soft_prompt, embed, lm, config, inputs):
         pos2, mask2 = torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long)
         out["decode_logits"], _, _ = lm.decode(next_ids, pos2, mask2, keys, values,
                                                cross_k, cross_v, mask)
+    out.update(_run_paged_stages(lm, config, embeds, next_ids, dtype))
     return {k: v.to(torch.float32) for k, v in out.items()}
 
 
 @torch.no_grad()
-def _eager_outputs(model, config):
+def _eager_outputs(model, config, dtype):
     """The sample inputs and what the eager model makes of them."""
     inputs = _sample_inputs(config, torch.Generator().manual_seed(0))
     wrapper = (export_modules.LlamaLanguageModel if config.lm_family == "llama"
                else export_modules.T5LanguageModel)(model.language_model)
     projector = export_modules.QFormerProjector(model)
-    return inputs, _run_stages(model.vision_model, projector, wrapper.embed, wrapper, config, inputs)
+    vision = export_modules.VisionEncoder(model.vision_model)
+    return inputs, _run_stages(vision, projector, wrapper.embed, wrapper, config, inputs,
+                               DTYPES[dtype])
 
 
 @torch.no_grad()
-def _verify(package_dir, files, config, inputs, eager, tolerance, progress):
+def _verify(package_dir, files, config, inputs, eager, dtype, progress):
     """Loads the saved TorchScript modules (the eager model is gone by then:
     a 7B model is not in memory twice) and compares each stage's output
     with the eager model's; returns the max |diff| of each."""
     load = lambda key: torch.jit.load(os.path.join(package_dir, files[key]))  # noqa: E731
     lm = load("language_model")
-    scripted = _run_stages(load("vision_encoder"), load("qformer"), lm.embed, lm, config, inputs)
+    scripted = _run_stages(load("vision_encoder"), load("qformer"), lm.embed, lm, config, inputs,
+                           DTYPES[dtype])
     diffs = {k: _max_diff(scripted[k], eager[k]) for k in eager}
     worst = max(diffs, key=diffs.get)
     progress.step("verified TorchScript against eager: "
                   + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    tolerance = TOLERANCE[dtype]
     if diffs[worst] > tolerance:
         raise CheckpointError(f"verification failed: {worst} differs by {diffs[worst]:.3e} "
                               f"(tolerance {tolerance})")
@@ -146,17 +195,22 @@ def _write_modules(checkpoint_dir, staging, dtype):
     _report(f"loaded the weights as {dtype}"
             + (" (Linear layers quantized per output channel as they load)" if dtype == "int8" else ""))
     path = lambda key: os.path.join(staging, MODULE_FILES[key])  # noqa: E731
-    _script(export_modules.VisionEncoder(model.vision_model), []).save(path("vision_encoder"))
+    _script(export_modules.VisionEncoder(model.vision_model),
+            export_modules.VISION_METHODS).save(path("vision_encoder"))
     _report("scripted the vision encoder")
     _script(export_modules.QFormerProjector(model), []).save(path("qformer"))
     _report("scripted the Q-Former and projection")
+    # The reference outputs come from the model as the checkpoint defines
+    # it, before the projections are fused for speed.
+    outputs = _eager_outputs(model, config, dtype)
     if config.lm_family == "llama":
+        fuse_llama_projections(model.language_model)
         lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
     else:
         lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
     _script(lm, methods).save(path("language_model"))
     _report(f"scripted the language model ({', '.join(methods)})")
-    return _eager_outputs(model, config)
+    return outputs
 
 
 def _set_messages(queue):
@@ -219,7 +273,7 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
         inputs, eager = _in_child_process(_write_modules, progress, checkpoint_dir, staging, dtype)
         for name, source in {**lm_files, **qformer_files}.items():
             shutil.copyfile(source, os.path.join(staging, name))
-        diffs = _verify(staging, files, config, inputs, eager, TOLERANCE[dtype], progress)
+        diffs = _verify(staging, files, config, inputs, eager, dtype, progress)
 
         text = config.text
         llama = config.lm_family == "llama"
@@ -237,6 +291,19 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
             "lm_kv_heads": text.num_key_value_heads if llama else text.num_heads,
             "lm_head_dim": text.hidden_size // text.num_attention_heads if llama else text.d_kv,
             "qformer_vocab_size": config.qformer.vocab_size,
+            "vision_num_layers": config.vision.num_hidden_layers,
+            "paged_kv_cache": {
+                # One pool per package: keys and values, each this shape.
+                "layout": ["layers", "blocks", "block_size", "kv_heads", "head_dim"],
+                "dtype": "bf16" if dtype == "bf16" else "fp32",
+                "layers": text.num_hidden_layers if llama else text.num_decoder_layers,
+                "kv_heads": text.num_key_value_heads if llama else text.num_heads,
+                "head_dim": text.hidden_size // text.num_attention_heads if llama else text.d_kv,
+                # T5: each sequence's encoder keys/values (per decoder layer)
+                # live in the same pool, in blocks of their own.
+                "cross_attention_blocks": not llama,
+            },
+            "custom_ops": ["iblip::paged_attention"],
             "max_context_tokens": text.max_position_embeddings if llama else T5_MAX_CONTEXT,
             "prompt_layout": "image_tokens" if config.image_token_index is not None else "prepend",
             "image_token_index": config.image_token_index,

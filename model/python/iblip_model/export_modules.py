@@ -11,14 +11,34 @@ from torch import nn
 
 
 class VisionEncoder(nn.Module):
-    """pixel_values [B,3,S,S] -> image_embeds [B,1+P,Hv]."""
+    """pixel_values [B,3,S,S] -> image_embeds [B,1+P,Hv], whole or in pieces:
+
+    embed(pixel_values) -> hidden [B,1+P,Hv] (model dtype)
+    run_layers(hidden, start, end) -> hidden (encoder layers start .. end-1)
+    finish(hidden) -> image_embeds (post_layernorm, float32)
+    forward(x) is finish(run_layers(embed(x), 0, num_layers)), the same ops."""
+
+    num_layers: torch.jit.Final[int]
 
     def __init__(self, vision_model):
         super().__init__()
         self.vision_model = vision_model
+        self.num_layers = len(vision_model.encoder.layers)
+
+    @torch.jit.export
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vision_model.embeddings(pixel_values)
+
+    @torch.jit.export
+    def run_layers(self, hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        return self.vision_model.encoder.run_layers(hidden, start, end)
+
+    @torch.jit.export
+    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.vision_model.post_layernorm(hidden).to(torch.float32)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision_model(pixel_values).to(torch.float32)
+        return self.finish(self.run_layers(self.embed(pixel_values), 0, self.num_layers))
 
 
 class QFormerProjector(nn.Module):
@@ -86,6 +106,20 @@ class LlamaLanguageModel(nn.Module):
         hidden = self.lm.decode_in_cache(input_ids, slots, lengths, cache_keys, cache_values)
         return self.lm.logits(hidden[:, -1])
 
+    @torch.jit.export
+    def prefill_paged(self, inputs_embeds: torch.Tensor, start: int, slots: torch.Tensor,
+                      cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.lm.prefill_paged(inputs_embeds, start, slots, cache_keys, cache_values)
+        return self.lm.logits(hidden)
+
+    @torch.jit.export
+    def decode_paged(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                     slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                     cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.lm.decode_paged(input_ids, positions, slot_mapping, block_tables, cache_keys,
+                                      cache_values)
+        return self.lm.logits(hidden)
+
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.prefill(inputs_embeds, attention_mask, position_ids)
@@ -125,9 +159,25 @@ class T5LanguageModel(nn.Module):
         return self.lm.decode_cached(input_ids, key_positions, self_mask, past_keys, past_values,
                                      cross_keys, cross_values, encoder_mask)
 
+    @torch.jit.export
+    def prefill_paged(self, inputs_embeds: torch.Tensor, cross_slots: torch.Tensor, self_slot: int,
+                      start_token: int, cache_keys: torch.Tensor,
+                      cache_values: torch.Tensor) -> torch.Tensor:
+        return self.lm.prefill_paged(inputs_embeds, cross_slots, self_slot, start_token, cache_keys,
+                                     cache_values)
+
+    @torch.jit.export
+    def decode_paged(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                     slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                     cross_block_tables: torch.Tensor, cross_lens: torch.Tensor,
+                     cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        return self.lm.decode_paged(input_ids, positions, slot_mapping, block_tables,
+                                    cross_block_tables, cross_lens, cache_keys, cache_values)
+
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encode(inputs_embeds, attention_mask)
 
 
-LLAMA_METHODS = ["embed", "prefill", "decode", "decode_in_cache"]
-T5_METHODS = ["embed", "encode", "cross_kv", "decode"]
+VISION_METHODS = ["embed", "run_layers", "finish"]
+LLAMA_METHODS = ["embed", "prefill", "decode", "decode_in_cache", "prefill_paged", "decode_paged"]
+T5_METHODS = ["embed", "encode", "cross_kv", "decode", "prefill_paged", "decode_paged"]

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from iblip_model import ops  # noqa: F401  (the language model calls iblip::paged_attention)
+
 
 class PackageRunner:
     def __init__(self, package_dir, device="cpu"):

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from iblip_model import ops  # noqa: F401  (registers torch.ops.iblip.paged_attention)
 from iblip_model.modeling.common import Activation, min_value
 
 
@@ -48,6 +49,7 @@ class LlamaAttention(nn.Module):
     heads: torch.jit.Final[int]
     kv_heads: torch.jit.Final[int]
     head_dim: torch.jit.Final[int]
+    scale: torch.jit.Final[float]
 
     def __init__(self, config):
         super().__init__()
@@ -55,11 +57,16 @@ class LlamaAttention(nn.Module):
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = hidden // self.heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         bias = config.attention_bias
         self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=bias)
+
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B,T,H] -> q [B,T,heads*D], k and v [B,T,KV*D] (not yet rotated)."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
                 past_key: Optional[torch.Tensor], past_value: Optional[torch.Tensor]
@@ -67,9 +74,10 @@ class LlamaAttention(nn.Module):
         """x [B,T,H]; mask additive [B,1,T,S+T]; past [B,KV,S,D] or None.
         Returns the output and this step's keys/values [B,KV,T,D] (rotated)."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.project(x)
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         cos4, sin4 = cos[:, None], sin[:, None]
         q = q * cos4 + rotate_half(q) * sin4
         k = k * cos4 + rotate_half(k) * sin4
@@ -95,9 +103,10 @@ class LlamaAttention(nn.Module):
         lengths[b] + 1 positions in place: no gathered or concatenated copy
         of the cache and no padding, so each row costs what it would alone."""
         b = x.shape[0]
-        q = self.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.project(x)
+        q = q.view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
         cos4, sin4 = cos[:, None], sin[:, None]
         q = q * cos4 + rotate_half(q) * sin4
         k = k * cos4 + rotate_half(k) * sin4
@@ -119,6 +128,27 @@ class LlamaAttention(nn.Module):
         out = torch.stack(rows).transpose(1, 2).reshape(b, 1, -1)
         return self.o_proj(out)
 
+    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      cache_key: torch.Tensor, cache_value: torch.Tensor,
+                      slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+        """One new position per row, x [B,1,H]; cos/sin [B,1,D]; cache
+        [NB,BS,KV,D] (this layer's slice of the paged pool). Writes row b's
+        key/value at global slot slot_mapping[b], then attends over its
+        context_lens[b] positions through its block table."""
+        b = x.shape[0]
+        q, k, v = self.project(x)
+        q = q.reshape(b, self.heads, self.head_dim)
+        k = k.reshape(b, self.kv_heads, self.head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        cache_key.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slot_mapping, k)
+        cache_value.view(-1, self.kv_heads, self.head_dim).index_copy_(
+            0, slot_mapping, v.reshape(b, self.kv_heads, self.head_dim))
+        out = torch.ops.iblip.paged_attention(q, cache_key, cache_value, block_tables,
+                                              context_lens, self.scale, None)
+        return self.o_proj(out.reshape(b, 1, self.heads * self.head_dim))
+
 
 class LlamaMLP(nn.Module):
     def __init__(self, config):
@@ -128,8 +158,12 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.act_fn = Activation(config.hidden_act)
 
+    def gate_up(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.gate_proj(x), self.up_proj(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up(x)
+        return self.down_proj(self.act_fn(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -152,6 +186,14 @@ class LlamaDecoderLayer(nn.Module):
                          lengths: List[int]) -> torch.Tensor:
         x = x + self.self_attn.forward_in_cache(self.input_layernorm(x), cos, sin, cache_key,
                                                 cache_value, slots, lengths)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      cache_key: torch.Tensor, cache_value: torch.Tensor,
+                      slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn.forward_paged(self.input_layernorm(x), cos, sin, cache_key,
+                                             cache_value, slot_mapping, block_tables, context_lens)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -218,6 +260,54 @@ class LlamaForCausalLM(nn.Module):
             x = layer.forward_in_cache(x, cos, sin, cache_keys.select(1, i),
                                        cache_values.select(1, i), slots, lengths)
         return self.model.norm(x)
+
+    def prefill_paged(self, inputs_embeds: torch.Tensor, start: int, slots: torch.Tensor,
+                      cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        """One chunk of one sequence's prefill: inputs_embeds [1,T,H] are
+        positions start .. start+T-1; slots [>= start+T] maps each position
+        to its global slot (block * BS + offset) in the paged pool
+        [L,NB,BS,KV,D]. Writes the chunk's keys/values at slots[start:],
+        attends causally over positions 0 .. start+T-1 (earlier chunks read
+        back from the pool) and returns the final hidden state of the chunk's
+        last position [1,H]."""
+        x = inputs_embeds.to(self.model.norm.weight.dtype)
+        t = x.shape[1]
+        total = start + t
+        positions = torch.arange(start, total, dtype=torch.long, device=x.device)[None]
+        causal = torch.ones(t, total, dtype=torch.bool, device=x.device).tril(start)
+        mask = torch.zeros(causal.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~causal, min_value(x.dtype))[None, None]
+        cos, sin = self.rotary_emb(positions, x.dtype)
+        past_slots = slots[:start]
+        new_slots = slots[start:total]
+        for i, layer in enumerate(self.model.layers):
+            keys = cache_keys[i].view(-1, cache_keys.shape[3], cache_keys.shape[4])
+            values = cache_values[i].view(-1, cache_values.shape[3], cache_values.shape[4])
+            past_key: Optional[torch.Tensor] = None
+            past_value: Optional[torch.Tensor] = None
+            if start > 0:  # a gather: prefill is compute-bound, the copy is cheap
+                past_key = keys.index_select(0, past_slots).transpose(0, 1)[None]
+                past_value = values.index_select(0, past_slots).transpose(0, 1)[None]
+            x, k, v = layer(x, cos, sin, mask, past_key, past_value)
+            keys.index_copy_(0, new_slots, k[0].transpose(0, 1))
+            values.index_copy_(0, new_slots, v[0].transpose(0, 1))
+        return self.model.norm(x[:, -1])
+
+    def decode_paged(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                     slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                     cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        """One decode step for B sequences in the paged pool [L,NB,BS,KV,D]:
+        row b's token (input_ids [B,1]) is at position positions[b], its
+        key/value goes to global slot slot_mapping[b], and it attends over
+        positions 0 .. positions[b] through block_tables[b]. Returns the final
+        hidden states [B,H]."""
+        x = self.model.embed_tokens(input_ids).to(self.model.norm.weight.dtype)
+        cos, sin = self.rotary_emb(positions[:, None], x.dtype)
+        context_lens = positions + 1
+        for i, layer in enumerate(self.model.layers):
+            x = layer.forward_paged(x, cos, sin, cache_keys[i], cache_values[i], slot_mapping,
+                                    block_tables, context_lens)
+        return self.model.norm(x[:, 0])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).to(torch.float32)

@@ -3,7 +3,7 @@ post-norm; learned queries and instruction tokens share self-attention, and
 every cross_attention_frequency-th layer lets the queries read the image."""
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,11 +29,14 @@ class InstructBlipQFormerMultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.head_dim).permute(0, 2, 1, 3)
 
+    def project(self, hidden: torch.Tensor,
+                key_value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.query(hidden), self.key(key_value), self.value(key_value)
+
     def forward(self, hidden: torch.Tensor, key_value: torch.Tensor,
                 mask: Optional[torch.Tensor]) -> torch.Tensor:
-        q = self._split(self.query(hidden))
-        k = self._split(self.key(key_value))
-        v = self._split(self.value(key_value))
+        q, k, v = self.project(hidden, key_value)
+        q, k, v = self._split(q), self._split(k), self._split(v)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         if mask is not None:
             scores = scores + mask

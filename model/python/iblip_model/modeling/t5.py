@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from iblip_model import ops  # noqa: F401  (registers torch.ops.iblip.paged_attention)
 from iblip_model.modeling.common import Activation, additive_mask
 
 
@@ -97,6 +98,27 @@ class T5Attention(nn.Module):
         probs = torch.softmax(scores.to(torch.float32), dim=-1).to(scores.dtype)
         out = torch.matmul(probs, values).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         return self.o(out)
+
+    def write_kv(self, x: torch.Tensor, cache_key: torch.Tensor, cache_value: torch.Tensor,
+                 slots: torch.Tensor):
+        """Projects x [N,d] (N positions) to keys/values and writes them at
+        the global slots [N] of this layer's pool slice [NB,BS,heads,d_kv]."""
+        n = x.shape[0]
+        cache_key.view(-1, self.heads, self.d_kv).index_copy_(
+            0, slots, self.k(x).view(n, self.heads, self.d_kv))
+        cache_value.view(-1, self.heads, self.d_kv).index_copy_(
+            0, slots, self.v(x).view(n, self.heads, self.d_kv))
+
+    def attend_paged(self, x: torch.Tensor, cache_key: torch.Tensor, cache_value: torch.Tensor,
+                     block_tables: torch.Tensor, context_lens: torch.Tensor,
+                     bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """x [B,d], one query per row, over the row's context_lens[b] cached
+        positions found through block_tables; bias float32 [B,heads,S]."""
+        b = x.shape[0]
+        q = self.q(x).view(b, self.heads, self.d_kv)
+        out = torch.ops.iblip.paged_attention(q, cache_key, cache_value, block_tables,
+                                              context_lens, 1.0, bias)
+        return self.o(out.view(b, self.heads * self.d_kv))
 
 
 def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool,
@@ -228,3 +250,63 @@ class T5ForConditionalGeneration(nn.Module):
             new_values.append(v)
         hidden = self.decoder.final_layer_norm(x) * self.logit_scale
         return self.lm_head(hidden)[:, -1].to(torch.float32), torch.stack(new_keys), torch.stack(new_values)
+
+    def prefill_paged(self, inputs_embeds: torch.Tensor, cross_slots: torch.Tensor, self_slot: int,
+                      start_token: int, cache_keys: torch.Tensor,
+                      cache_values: torch.Tensor) -> torch.Tensor:
+        """Encoder over inputs_embeds [1,T,d] (no padding); every decoder
+        layer's cross keys/values written at cross_slots [T] of the paged pool
+        [L,NB,BS,heads,d_kv]; then the decoder's first step (start_token at
+        position 0, its self key/value written at self_slot). Returns its
+        logits [1,V]."""
+        t = inputs_embeds.shape[1]
+        encoder_mask = torch.ones(1, t, dtype=torch.long, device=inputs_embeds.device)
+        encoded = self.encode(inputs_embeds, encoder_mask)
+        for i, block in enumerate(self.decoder.block):
+            block.layer[1].EncDecAttention.write_kv(encoded[0], cache_keys[i], cache_values[i],
+                                                    cross_slots)
+        # The first step attends only to itself and to the whole encoder
+        # output: the cached decode over the keys just computed is exact.
+        cross_keys, cross_values = self.cross_kv(encoded)
+        start = torch.full((1, 1), start_token, dtype=torch.long, device=inputs_embeds.device)
+        zero = torch.zeros(1, 1, dtype=torch.long, device=inputs_embeds.device)
+        logits, keys, values = self.decode_cached(start, zero, zero + 1, None, None, cross_keys,
+                                                  cross_values, encoder_mask)
+        slot = torch.full((1,), self_slot, dtype=torch.long, device=inputs_embeds.device)
+        for i in range(keys.shape[0]):
+            heads, d_kv = keys.shape[2], keys.shape[4]
+            cache_keys[i].view(-1, heads, d_kv).index_copy_(0, slot, keys[i, :, :, 0])
+            cache_values[i].view(-1, heads, d_kv).index_copy_(0, slot, values[i, :, :, 0])
+        return logits
+
+    def decode_paged(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                     slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                     cross_block_tables: torch.Tensor, cross_lens: torch.Tensor,
+                     cache_keys: torch.Tensor, cache_values: torch.Tensor) -> torch.Tensor:
+        """One decoder step for B sequences in the paged pool: row b's token
+        (input_ids [B,1]) is at decoder position positions[b]; its self
+        key/value goes to slot_mapping[b]; self-attention reads positions
+        0 .. positions[b] through block_tables[b], cross-attention the
+        cross_lens[b] encoder positions through cross_block_tables[b].
+        Returns logits [B,V]."""
+        dtype = self.encoder.final_layer_norm.weight.dtype
+        x = self.shared(input_ids[:, 0]).to(dtype)  # [B,d]
+        span = int(positions.max()) + 1
+        key_positions = torch.arange(span, dtype=torch.long, device=x.device)[None]
+        table = self.decoder.block[0].layer[0].SelfAttention.relative_attention_bias
+        buckets = self._buckets(positions[:, None], key_positions.expand(x.shape[0], span), False)
+        bias = table(buckets)[:, 0].permute(0, 2, 1).to(torch.float32).contiguous()  # [B,heads,S]
+        context_lens = positions + 1
+        for i, block in enumerate(self.decoder.block):
+            self_layer = block.layer[0]
+            normed = self_layer.layer_norm(x)
+            self_layer.SelfAttention.write_kv(normed, cache_keys[i], cache_values[i], slot_mapping)
+            x = x + self_layer.SelfAttention.attend_paged(normed, cache_keys[i], cache_values[i],
+                                                          block_tables, context_lens, bias)
+            cross_layer = block.layer[1]
+            x = x + cross_layer.EncDecAttention.attend_paged(
+                cross_layer.layer_norm(x), cache_keys[i], cache_values[i], cross_block_tables,
+                cross_lens, None)
+            x = block.layer[2](x)
+        hidden = self.decoder.final_layer_norm(x) * self.logit_scale
+        return self.lm_head(hidden).to(torch.float32)

@@ -74,14 +74,23 @@ class InstructBlipEncoderLayer(nn.Module):
 
 
 class InstructBlipEncoder(nn.Module):
+    num_layers: torch.jit.Final[int]
+
     def __init__(self, config):
         super().__init__()
+        self.num_layers = config.num_hidden_layers
         self.layers = nn.ModuleList(
             [InstructBlipEncoderLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        return self.run_layers(x, 0, self.num_layers)
+
+    def run_layers(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Layers start .. end-1 (a piece of the pass: the engine interleaves
+        pieces of a new image's encoding with decode steps)."""
+        for i, layer in enumerate(self.layers):
+            if start <= i < end:
+                x = layer(x)
         return x
 
 
