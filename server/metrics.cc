@@ -8,7 +8,7 @@
 #include <map>
 #include <mutex>
 
-#include "server/grpc/status_util.h"
+#include "absl/strings/ascii.h"
 
 namespace iblip::server {
 namespace {
@@ -45,6 +45,12 @@ std::string ReasonLabel(FinishReason reason) {
       break;
   }
   return "none";
+}
+
+// The lower-case code name ("ok", "invalid_argument", ...), as gRPC clients
+// and the HTTP API's error types spell it.
+std::string StatusLabel(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
 }  // namespace

@@ -118,6 +118,23 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Load(
     return absl::FailedPreconditionError(
         absl::StrCat(spec.vocab_path, ": vocab lacks [CLS], [SEP] or [UNK]"));
   }
+  // Added tokens ([DEC]) take the ids after vocab.txt, as in Hugging Face;
+  // they extend the vocabulary so ids and vocab_size() agree with the
+  // model's resized embedding. An id further out is a broken manifest.
+  const size_t file_vocab = t->tokens_.size();
+  for (const SpecialToken& token : spec.special_tokens) {
+    if (token.id < 0 || static_cast<size_t>(token.id) < file_vocab) continue;
+    if (static_cast<size_t>(token.id) >= file_vocab + spec.special_tokens.size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "qformer_tokenizer.special_tokens: id ", token.id, " of \"",
+          token.text.substr(0, 64), "\" is beyond the vocabulary (", file_vocab,
+          " entries) and its added tokens"));
+    }
+    if (t->tokens_.size() <= static_cast<size_t>(token.id))
+      t->tokens_.resize(token.id + 1);
+    t->tokens_[token.id] = token.text;
+    t->ids_.emplace(token.text, token.id);
+  }
   if (!spec.special_tokens_as_text) {
     for (SpecialToken token : spec.special_tokens) {
       if (token.id < 0) token.id = t->IdOf(token.text);  // BERT's own

@@ -2,8 +2,6 @@
 
 #include <string>
 
-#include "absl/strings/ascii.h"
-
 namespace iblip::server {
 namespace {
 constexpr size_t kMaxMessageBytes = 1024;
@@ -17,10 +15,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
     message += "...";
   }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
-}
-
-std::string StatusLabel(absl::StatusCode code) {
-  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
 }  // namespace iblip::server

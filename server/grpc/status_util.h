@@ -10,7 +10,4 @@ namespace iblip::server {
 // a status never exceeds what proxies accept in a trailer.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// The lower-case name used in metrics labels ("ok", "invalid_argument", ...).
-std::string StatusLabel(absl::StatusCode code);
-
 }  // namespace iblip::server

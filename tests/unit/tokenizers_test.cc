@@ -187,6 +187,28 @@ TEST(WordPieceTokenizerTest, BasicTokenizerFollowsBert) {
             (std::vector<int32_t>{101, 100, 102}));
 }
 
+// [DEC] is added after vocab.txt (id = its size), as Hugging Face adds it;
+// the vocabulary the model's embedding is sized for counts it (the
+// wordpiece fuzzer found ids past vocab_size() before this).
+TEST(WordPieceTokenizerTest, AddedTokensExtendTheVocabulary) {
+  auto manifest = LoadPackageManifest(FixturePackageDir("tiny-llama"));
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  auto qformer = WordPieceTokenizer::Load(manifest->qformer_tokenizer);
+  ASSERT_TRUE(qformer.ok()) << qformer.status();
+  const auto ids = (*qformer)->Encode("a [DEC] b");
+  ASSERT_EQ(ids.size(), 5u);
+  EXPECT_LT(ids[2], (*qformer)->vocab_size());
+  EXPECT_EQ((*qformer)->TokenString(ids[2]), "[DEC]");
+  EXPECT_EQ((*qformer)->vocab_size(), manifest->qformer_vocab_size);
+
+  manifest->qformer_tokenizer.special_tokens.push_back(
+      {"[FAR]", (*qformer)->vocab_size() + 100, false, false});
+  auto broken = WordPieceTokenizer::Load(manifest->qformer_tokenizer);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("qformer_tokenizer.special_tokens"),
+            std::string::npos);
+}
+
 TEST(TokenizerRobustnessTest, RandomAndInvalidUtf8NeverCrash) {
   const FixtureTokenizers& llama = Fixture("tiny-llama");
   const FixtureTokenizers& t5 = Fixture("tiny-t5");
