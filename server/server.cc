@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_limit.h"
 #include "common/status_macros.h"
 #include "model/runtime/image_preprocessor.h"
 #include "model/runtime/instructblip_model.h"
@@ -237,6 +238,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   model::RuntimeOptions runtime;
   runtime.device = config.runtime().device();
   runtime.num_threads = static_cast<int>(config.runtime().num_threads());
+  if (runtime.num_threads == 0) {
+    // The container's CPU limit, not the node's CPU count: more threads than
+    // the quota only get throttled.
+    std::string why;
+    runtime.num_threads = AvailableCpus(&why);
+    spdlog::info("runtime.num_threads 0: {} torch threads", why);
+  }
   ASSIGN_OR_RETURN(impl->model,
                    model::InstructBlipModel::Load(manifest, runtime));
 
