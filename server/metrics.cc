@@ -103,6 +103,14 @@ struct Metrics::Impl {
                                    .Help("Requests admitted but not started")
                                    .Register(*registry)
                                    .Add({});
+  prometheus::Gauge& queue_capacity =
+      prometheus::BuildGauge()
+          .Name("iblip_queue_capacity")
+          .Help(
+              "Requests that may wait at once (scheduler.max_queue_size); "
+              "beyond it RESOURCE_EXHAUSTED")
+          .Register(*registry)
+          .Add({});
   prometheus::Gauge& running =
       prometheus::BuildGauge()
           .Name("iblip_requests_running")
@@ -210,6 +218,7 @@ void Metrics::AddGeneratedTokens(int n) {
   impl_->generated_tokens.Increment(n);
 }
 void Metrics::SetWaiting(int n) { impl_->waiting.Set(n); }
+void Metrics::SetQueueCapacity(int n) { impl_->queue_capacity.Set(n); }
 void Metrics::SetRunning(int n) { impl_->running.Set(n); }
 
 void Metrics::ObserveVisionBatch(int size, absl::Duration d) {

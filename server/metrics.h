@@ -36,6 +36,9 @@ class Metrics {
   void AddPromptTokens(int n);
   void AddGeneratedTokens(int n);
   void SetWaiting(int n);
+  // How many requests may wait (scheduler.max_queue_size): alerts and the
+  // autoscaler divide iblip_requests_waiting by it, whatever the config.
+  void SetQueueCapacity(int n);
   void SetRunning(int n);
 
   // Engine stages.

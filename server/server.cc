@@ -253,6 +253,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
       manifest.image, model::ImagePreprocessor::Limits{
                           limits.max_image_bytes, limits.max_image_pixels});
   impl->metrics = std::make_unique<Metrics>();
+  impl->metrics->SetQueueCapacity(
+      static_cast<int>(config.scheduler().max_queue_size()));
   Engine::Options engine_options;
   engine_options.max_queue_size =
       static_cast<int>(config.scheduler().max_queue_size());
