@@ -298,9 +298,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   }
   impl->service =
       std::make_unique<InferenceService>(*impl->pipeline, impl->auth.get());
+  HealthService::StallCheck stall_check;
+  stall_check.progress = [engine = impl->engine.get()] {
+    return engine->progress();
+  };
+  stall_check.timeout = absl::Seconds(config.engine_stall_timeout_s());
   impl->health = std::make_unique<HealthService>(
       std::set<std::string>{"", kServiceName},
-      config.auth().health_exempt() ? nullptr : impl->auth.get());
+      config.auth().health_exempt() ? nullptr : impl->auth.get(),
+      std::move(stall_check));
 
   if (config.metrics_enabled()) {
     ASSIGN_OR_RETURN(impl->metrics_http,

@@ -36,6 +36,7 @@ Engine::Engine(model::InstructBlipModel& model,
       scheduler_({options.vision_max_batch_size, options.vision_max_queue_delay,
                   options.prefill_token_budget}) {
   free_slots_.store(pool_->free_slots());
+  last_step_end_ns_.store(absl::ToUnixNanos(absl::Now()));
   metrics_.SetKvCacheSlots(0, pool_->capacity());
   spdlog::info("KV cache: {} sequence slots, {:.1f} MiB", pool_->capacity(),
                pool_->bytes() / 1048576.0);
@@ -58,6 +59,14 @@ Engine::~Engine() {
 
 void Engine::Start() {
   thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::Progress Engine::progress() const {
+  // Pending first: a stale time with fresh pending cannot be read (the
+  // writers store the time first), only the other way round, which errs
+  // towards healthy.
+  const bool pending = work_pending_.load();
+  return {absl::FromUnixNanos(last_step_end_ns_.load()), pending};
 }
 
 Engine::DecodeStats Engine::decode_stats() const {
@@ -89,6 +98,10 @@ void Engine::CancelAdmission() {
 void Engine::Submit(RequestPtr request) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (!work_pending_.load()) {  // the stall clock starts now
+      last_step_end_ns_.store(absl::ToUnixNanos(absl::Now()));
+      work_pending_.store(true);
+    }
     if (request->image.empty()) {
       scheduler_.AddToVisionQueue(std::move(request), absl::Now());
     } else {
@@ -142,6 +155,8 @@ void Engine::Loop() {
       std::lock_guard<std::mutex> lock(mutex_);
       running_count_ = static_cast<int>(running_.size());
       metrics_.SetRunning(running_count_);
+      last_step_end_ns_.store(absl::ToUnixNanos(absl::Now()));
+      work_pending_.store(!running_.empty() || !scheduler_.empty());
     }
     idle_.notify_all();
   }

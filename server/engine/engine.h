@@ -88,6 +88,16 @@ class Engine {
   };
   DecodeStats decode_stats() const;
 
+  // For liveness (the health service's stall check): when the engine thread
+  // last finished a loop iteration, and whether work was waiting for it
+  // then. Work arriving at an idle engine restarts the clock, so an engine
+  // idle for hours is not stalled the moment a request comes. Any thread.
+  struct Progress {
+    absl::Time last_step_end;
+    bool work_pending = false;
+  };
+  Progress progress() const;
+
  private:
   using RequestPtr = std::shared_ptr<GenerationRequest>;
   Engine(model::InstructBlipModel& model, const model::LmTokenizer& tokenizer,
@@ -143,6 +153,9 @@ class Engine {
   bool stopping_ = false;
 
   std::atomic<int> free_slots_{0};  // written by the engine thread
+  // progress(): written with mutex_ held (time first), read without it.
+  std::atomic<int64_t> last_step_end_ns_{0};
+  std::atomic<bool> work_pending_{false};
   mutable std::mutex stats_mutex_;
   DecodeStats decode_stats_;  // guarded by stats_mutex_
   std::thread thread_;        // started by Start(), joined by the destructor

@@ -1,13 +1,16 @@
-"""Startup and shutdown: bad packages never report ready; SIGTERM drains."""
+"""Startup and shutdown: bad packages never report ready; SIGTERM drains;
+liveness notices a stalled engine."""
 
 import os
 import shutil
 import subprocess
 import threading
+import time
 
 import grpc
 
-from server_harness import PACKAGE_DIR, SERVER_BIN, png_bytes, start_server, stop_server
+from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
+                            stop_server)
 
 
 def run_server_expecting_failure(package_dir):
@@ -51,5 +54,43 @@ def test_sigterm_lets_a_running_request_finish():
             rest = list(stream)  # the drain lets it finish
             chunks = [first, *rest]
             assert chunks[-1].usage.generated_tokens == 60
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+def wait_until(condition, timeout=30, what="condition"):
+    """Polls `condition` until it is true (the server gives no push signal
+    for these states); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def waiting_requests(server):
+    return scrape_metrics(server)[("iblip_requests_waiting", ())]
+
+
+def test_liveness_fails_when_work_waits_without_an_engine_step():
+    """With work pending and no engine step for longer than
+    engine_stall_timeout_s (a batching delay well above it stands in for a
+    hung model call; the warm-up waits it out once at startup), 'liveness'
+    and readiness say NOT_SERVING; an idle engine stays live however long
+    it idles."""
+    from iblip_client import Client
+    server = start_server("--engine-stall-timeout-s", "1", "--drain-timeout-s", "2",
+                          "--scheduler.vision-max-queue-delay-us", "10000000")
+    try:
+        with Client(server.address, timeout=10) as client:
+            assert client.health("liveness") and client.health("")
+            time.sleep(1.5)  # idle for longer than the stall timeout
+            assert client.health("liveness")
+            stream = client.generate(png_bytes(), "Describe.", max_new_tokens=2, timeout=120)
+            wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
+            wait_until(lambda: not client.health("liveness"), what="liveness to fail")
+            assert not client.health("")
+            assert not client.health("iblip.v1.InstructBlipService")
+            stream.cancel()
+        assert any("engine stalled" in line for line in server.log), "".join(server.log)
     finally:
         assert stop_server(server) == 0, "".join(server.log)

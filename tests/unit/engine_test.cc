@@ -248,6 +248,47 @@ TEST_F(EngineTest, TheVisionBatcherGroupsRequestsThatArriveTogether) {
   EXPECT_EQ(MetricValue(metrics, "iblip_vision_batch_size"), 1);  // one batch
 }
 
+TEST_F(EngineTest, ProgressSaysWhenWorkWaitsAndSinceWhen) {
+  Metrics metrics;
+  Engine::Options options;
+  options.max_running_sequences = 8;
+  options.kv_cache_bytes = 64ull << 20;
+  options.vision_max_batch_size = 2;
+  options.vision_max_queue_delay = absl::Hours(1);  // only a full batch runs
+  auto created = Engine::Create(
+      *SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
+      SharedTinyModel().manifest.eos_token_ids, metrics, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  engine.Start();
+  EXPECT_FALSE(engine.progress().work_pending);
+
+  // Work arriving at an idle engine starts the stall clock: the engine's
+  // creation long ago does not count against it.
+  const absl::Time before_submit = absl::Now();
+  auto first = Submit(engine, TinyRequest("describe", 3));
+  Engine::Progress waiting = engine.progress();
+  EXPECT_TRUE(waiting.work_pending);
+  EXPECT_GE(waiting.last_step_end, before_submit);
+
+  // A second request makes the batch due; when both are done, nothing waits
+  // and the clock says when the last step ended.
+  auto second = Submit(engine, TinyRequest("count the shapes", 3));
+  first->Wait();
+  second->Wait();
+  const absl::Time after_done = absl::Now();
+  // The engine thread publishes progress at the end of the iteration that
+  // completed the requests: wait for that condition.
+  Engine::Progress done = engine.progress();
+  for (int i = 0; i < 1000 && done.work_pending; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+    done = engine.progress();
+  }
+  EXPECT_FALSE(done.work_pending);
+  EXPECT_GT(done.last_step_end, waiting.last_step_end);
+  EXPECT_LE(done.last_step_end, after_done + absl::Seconds(5));
+}
+
 TEST_F(EngineTest, GreedyTokensDoNotDependOnTheBatch) {
   auto alone = Run(TinyRequest("a red circle and a blue square", 24));
   ASSERT_TRUE(alone->status.ok());
