@@ -376,14 +376,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
 }
 
 void Server::Drain(absl::Duration timeout) {
-  impl_->SetHealth(false);
+  const absl::Time deadline = absl::Now() + timeout;
+  impl_->SetHealth(false);  // Watch streams hear NOT_SERVING first
   impl_->pipeline->SetAccepting(false);
   impl_->engine->BeginDrain();
-  const bool idle = impl_->engine->WaitIdle(timeout);
+  // Health Watch streams never end by themselves and would hold the
+  // shutdown below to its deadline.
+  impl_->health->Shutdown();
+  // Now, not once the streams are done: Shutdown closes the listener and
+  // sends GOAWAY on every connection, so clients stop sending calls here at
+  // once and balance them to other replicas, while the calls in flight run
+  // on until the deadline (then gRPC cancels them). Blocks until then.
+  impl_->grpc_server->Shutdown(absl::ToChronoTime(deadline));
+  // HTTP requests are not gRPC calls: they get what is left of the time.
+  const bool idle = impl_->engine->WaitIdle(
+      std::max(deadline - absl::Now(), absl::ZeroDuration()));
   spdlog::info(idle ? "drained: all requests finished"
                     : "drain timeout: cancelling the requests still running");
-  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() +
-                               std::chrono::seconds(1));
 }
 
 }  // namespace iblip::server

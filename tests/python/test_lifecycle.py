@@ -1,8 +1,9 @@
-"""Startup and shutdown: bad packages never report ready; SIGTERM drains;
-liveness notices a stalled engine."""
+"""Startup and shutdown: bad packages never report ready; SIGTERM drains,
+sending GOAWAY at once; liveness notices a stalled engine."""
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -69,6 +70,53 @@ def wait_until(condition, timeout=30, what="condition"):
 
 def waiting_requests(server):
     return scrape_metrics(server)[("iblip_requests_waiting", ())]
+
+
+def test_sigterm_sends_goaway_at_once_and_the_held_request_still_finishes():
+    """The drain's GOAWAY reaches the client before the request the server
+    holds has produced a token (a 5 s vision batching delay holds it), so a
+    balanced client sends its next calls elsewhere at once; the request then
+    finishes in full."""
+    from iblip_client import Client
+    server = start_server("--scheduler.vision-max-queue-delay-us", "5000000")
+    try:
+        channel = grpc.insecure_channel(server.address)
+        left_ready = threading.Event()
+        seen_ready = threading.Event()
+
+        def on_state(state):
+            if state == grpc.ChannelConnectivity.READY:
+                seen_ready.set()
+            elif seen_ready.is_set():
+                left_ready.set()
+
+        channel.subscribe(on_state, try_to_connect=True)
+        client = Client(server.address, channel=channel, timeout=60)
+        stream = client.generate(png_bytes(), "Describe.", max_new_tokens=8, min_new_tokens=8)
+        result = {}
+
+        def consume():
+            tokens = 0
+            for message in stream:
+                if message.token_ids and "first_token" not in result:
+                    result["first_token"] = time.monotonic()
+                tokens += len(message.token_ids)
+            result["tokens"] = tokens
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
+        assert seen_ready.is_set()
+        server.process.send_signal(signal.SIGTERM)
+        assert left_ready.wait(30), "the channel never left READY: no GOAWAY"
+        goaway_seen = time.monotonic()
+        reader.join(60)
+        assert result.get("tokens") == 8, result
+        assert goaway_seen < result["first_token"]
+        channel.unsubscribe(on_state)
+        channel.close()
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
 
 
 def test_liveness_fails_when_work_waits_without_an_engine_step():
