@@ -61,6 +61,7 @@ ServingLimits ResolveLimits(const config::LimitsConfig& c,
   limits.max_stop_sequences = c.max_stop_sequences();
   limits.max_stop_sequence_bytes = c.max_stop_sequence_bytes();
   limits.max_request_bytes = c.max_request_bytes();
+  limits.max_request_time = absl::Seconds(c.max_request_time_s());
   limits.lm_vocab_size = static_cast<uint32_t>(m.lm_vocab_size);
   return limits;
 }

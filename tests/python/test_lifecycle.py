@@ -142,3 +142,24 @@ def test_liveness_fails_when_work_waits_without_an_engine_step():
         assert any("engine stalled" in line for line in server.log), "".join(server.log)
     finally:
         assert stop_server(server) == 0, "".join(server.log)
+
+
+def test_max_request_time_ends_a_request_the_client_would_let_run():
+    """limits.max_request_time_s bounds a request whatever the client's
+    deadline (what lets drain_timeout_s promise every generation its end):
+    held 3 s by the vision batching delay, a request allowed 1 s ends with
+    DEADLINE_EXCEEDED although its client waits 60 s."""
+    from iblip_client import Client
+    server = start_server("--limits.max-request-time-s", "1",
+                          "--scheduler.vision-max-queue-delay-us", "3000000")
+    try:
+        with Client(server.address, timeout=60) as client:
+            started = time.monotonic()
+            try:
+                client.generate_unary(png_bytes(), "Describe.", max_new_tokens=2)
+                raise AssertionError("the request outlived max_request_time_s")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+            assert time.monotonic() - started < 30
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
