@@ -220,23 +220,33 @@ TEST_F(EngineTest, CachedImagesSkipTheVisionStageAndAnswerTheSame) {
   EXPECT_EQ(MetricValue(metrics, "iblip_cache_hits_total", "vision"), 1);
 }
 
-TEST_F(EngineTest, TheVisionBatcherGroupsRequestsThatArriveTogether) {
-  Metrics metrics;
+// A started engine whose vision stage runs only full batches of
+// `batch_size` (or after `delay`).
+std::unique_ptr<Engine> StartBatchingEngine(Metrics& metrics, int batch_size,
+                                            absl::Duration delay) {
   Engine::Options options;
   options.max_running_sequences = 8;
   options.kv_cache_bytes = 64ull << 20;
-  options.vision_max_batch_size = 4;
-  options.vision_max_queue_delay = absl::Seconds(30);  // only a full batch runs
+  options.vision_max_batch_size = batch_size;
+  options.vision_max_queue_delay = delay;
   auto created = Engine::Create(
       *SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
       SharedTinyModel().manifest.eos_token_ids, metrics, options);
-  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created.ok()) << created.status();
+  if (!created.ok()) return nullptr;
   (*created)->Start();
+  return std::move(*created);
+}
+
+TEST_F(EngineTest, TheVisionBatcherGroupsRequestsThatArriveTogether) {
+  Metrics metrics;
+  auto created = StartBatchingEngine(metrics, 4, absl::Seconds(30));
+  ASSERT_NE(created, nullptr);
   std::vector<std::shared_ptr<RecordingSink>> sinks;
   std::vector<std::string> prompts = {"describe", "what is in the picture",
                                       "a red circle", "count the shapes"};
   for (size_t i = 0; i < prompts.size(); ++i)
-    sinks.push_back(Submit(**created, TinyRequest(prompts[i], 6, 0.1f * i)));
+    sinks.push_back(Submit(*created, TinyRequest(prompts[i], 6, 0.1f * i)));
   for (size_t i = 0; i < prompts.size(); ++i) {
     sinks[i]->Wait();
     ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
@@ -250,17 +260,9 @@ TEST_F(EngineTest, TheVisionBatcherGroupsRequestsThatArriveTogether) {
 
 TEST_F(EngineTest, ProgressSaysWhenWorkWaitsAndSinceWhen) {
   Metrics metrics;
-  Engine::Options options;
-  options.max_running_sequences = 8;
-  options.kv_cache_bytes = 64ull << 20;
-  options.vision_max_batch_size = 2;
-  options.vision_max_queue_delay = absl::Hours(1);  // only a full batch runs
-  auto created = Engine::Create(
-      *SharedTinyModel().model, *SharedTinyModel().lm_tokenizer,
-      SharedTinyModel().manifest.eos_token_ids, metrics, options);
-  ASSERT_TRUE(created.ok()) << created.status();
-  Engine& engine = **created;
-  engine.Start();
+  auto created = StartBatchingEngine(metrics, 2, absl::Hours(1));
+  ASSERT_NE(created, nullptr);
+  Engine& engine = *created;
   EXPECT_FALSE(engine.progress().work_pending);
 
   // Work arriving at an idle engine starts the stall clock: the engine's
