@@ -174,8 +174,10 @@ def prometheus_query(port, query):
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.load(r)["data"]["result"]
-    except urllib.error.HTTPError as e:  # 400: the query does not parse
-        raise AssertionError(f"{query}: {e.read().decode()}") from e
+    except urllib.error.HTTPError as e:
+        if e.code == 400:  # the query does not parse
+            raise AssertionError(f"{query}: {e.read().decode()}") from e
+        raise  # 503 while Prometheus starts: wait_for tries again
 
 
 def wait_for(port, query, accept, timeout=90):
@@ -187,7 +189,7 @@ def wait_for(port, query, accept, timeout=90):
             if accept(result):
                 return result
         except OSError:
-            pass  # not listening yet
+            pass  # not listening, or not ready (503), yet
         time.sleep(0.5)
     raise AssertionError(f"{query}: {result}")
 
