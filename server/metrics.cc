@@ -109,6 +109,14 @@ struct Metrics::Impl {
                                    .Help("Requests admitted but not started")
                                    .Register(*registry)
                                    .Add({});
+  prometheus::Gauge& queue_capacity =
+      prometheus::BuildGauge()
+          .Name("iblip_queue_capacity")
+          .Help(
+              "Requests that may wait at once (scheduler.max_queue_size); "
+              "beyond it RESOURCE_EXHAUSTED")
+          .Register(*registry)
+          .Add({});
   prometheus::Gauge& running =
       prometheus::BuildGauge()
           .Name("iblip_requests_running")
@@ -174,12 +182,6 @@ struct Metrics::Impl {
           .Help("Requests evicted from the KV cache to be recomputed later")
           .Register(*registry)
           .Add({});
-  prometheus::Gauge& queue_capacity =
-      prometheus::BuildGauge()
-          .Name("iblip_queue_capacity")
-          .Help("Requests that may wait to start (scheduler.max_queue_size)")
-          .Register(*registry)
-          .Add({});
   prometheus::Family<prometheus::Counter>& cache_hits =
       prometheus::BuildCounter()
           .Name("iblip_cache_hits_total")
@@ -235,6 +237,7 @@ void Metrics::AddGeneratedTokens(int n) {
   impl_->generated_tokens.Increment(n);
 }
 void Metrics::SetWaiting(int n) { impl_->waiting.Set(n); }
+void Metrics::SetQueueCapacity(int n) { impl_->queue_capacity.Set(n); }
 void Metrics::SetRunning(int n) { impl_->running.Set(n); }
 
 void Metrics::ObserveVisionBatch(int size, absl::Duration d) {
@@ -253,9 +256,6 @@ void Metrics::SetKvCacheBlocks(int used, int total, int block_tokens) {
   impl_->kv_block_tokens.Set(block_tokens);
 }
 void Metrics::Preempted() { impl_->preemptions.Increment(); }
-void Metrics::SetQueueCapacity(int requests) {
-  impl_->queue_capacity.Set(requests);
-}
 void Metrics::ObserveRequestTokens(int prompt_tokens, int generated_tokens) {
   impl_->request_prompt_tokens.Observe(prompt_tokens);
   impl_->request_generated_tokens.Observe(generated_tokens);

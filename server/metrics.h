@@ -36,6 +36,9 @@ class Metrics {
   void AddPromptTokens(int n);
   void AddGeneratedTokens(int n);
   void SetWaiting(int n);
+  // How many requests may wait (scheduler.max_queue_size): alerts and the
+  // autoscaler divide iblip_requests_waiting by it, whatever the config.
+  void SetQueueCapacity(int n);
   void SetRunning(int n);
 
   // Engine stages.
@@ -45,7 +48,6 @@ class Metrics {
   void ObserveDecodeBatch(int rows);                    // one decode step
   void SetKvCacheBlocks(int used, int total, int block_tokens);
   void Preempted();
-  void SetQueueCapacity(int requests);
   // Per finished request.
   void ObserveRequestTokens(int prompt_tokens, int generated_tokens);
 

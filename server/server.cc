@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_limit.h"
 #include "common/status_macros.h"
 #include "model/runtime/image_preprocessor.h"
 #include "model/runtime/instructblip_model.h"
@@ -62,6 +63,7 @@ ServingLimits ResolveLimits(const config::LimitsConfig& c,
   limits.max_stop_sequences = c.max_stop_sequences();
   limits.max_stop_sequence_bytes = c.max_stop_sequence_bytes();
   limits.max_request_bytes = c.max_request_bytes();
+  limits.max_request_time = absl::Seconds(c.max_request_time_s());
   limits.lm_vocab_size = static_cast<uint32_t>(m.lm_vocab_size);
   return limits;
 }
@@ -247,6 +249,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   model::RuntimeOptions runtime;
   runtime.device = config.runtime().device();
   runtime.num_threads = static_cast<int>(config.runtime().num_threads());
+  if (runtime.num_threads == 0) {
+    // The container's CPU limit, not the node's CPU count: more threads than
+    // the quota only get throttled.
+    std::string why;
+    runtime.num_threads = AvailableCpus(&why);
+    spdlog::info("runtime.num_threads 0: {} torch threads", why);
+  }
   ASSIGN_OR_RETURN(impl->model,
                    model::InstructBlipModel::Load(manifest, runtime));
 
@@ -292,9 +301,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   }
   impl->service =
       std::make_unique<InferenceService>(*impl->pipeline, impl->auth.get());
+  HealthService::StallCheck stall_check;
+  stall_check.progress = [engine = impl->engine.get()] {
+    return engine->progress();
+  };
+  stall_check.timeout = absl::Seconds(config.engine_stall_timeout_s());
   impl->health = std::make_unique<HealthService>(
       std::set<std::string>{"", kServiceName},
-      config.auth().health_exempt() ? nullptr : impl->auth.get());
+      config.auth().health_exempt() ? nullptr : impl->auth.get(),
+      std::move(stall_check));
 
   if (config.metrics_enabled()) {
     ASSIGN_OR_RETURN(impl->metrics_http,
@@ -364,14 +379,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
 }
 
 void Server::Drain(absl::Duration timeout) {
-  impl_->SetHealth(false);
+  const absl::Time deadline = absl::Now() + timeout;
+  impl_->SetHealth(false);  // Watch streams hear NOT_SERVING first
   impl_->pipeline->SetAccepting(false);
   impl_->engine->BeginDrain();
-  const bool idle = impl_->engine->WaitIdle(timeout);
+  // Health Watch streams never end by themselves and would hold the
+  // shutdown below to its deadline.
+  impl_->health->Shutdown();
+  // Now, not once the streams are done: Shutdown closes the listener and
+  // sends GOAWAY on every connection, so clients stop sending calls here at
+  // once and balance them to other replicas, while the calls in flight run
+  // on until the deadline (then gRPC cancels them). Blocks until then.
+  impl_->grpc_server->Shutdown(absl::ToChronoTime(deadline));
+  // HTTP requests are not gRPC calls: they get what is left of the time.
+  const bool idle = impl_->engine->WaitIdle(
+      std::max(deadline - absl::Now(), absl::ZeroDuration()));
   spdlog::info(idle ? "drained: all requests finished"
                     : "drain timeout: cancelling the requests still running");
-  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() +
-                               std::chrono::seconds(1));
 }
 
 }  // namespace iblip::server

@@ -34,9 +34,10 @@ class Server {
   int http_port() const;     // 0 when the HTTP API is disabled
   const std::string& host() const;
 
-  // Graceful drain: health NOT_SERVING, new requests UNAVAILABLE, waits up to
-  // `timeout` for admitted requests to finish, then stops the gRPC server
-  // (requests still running are cancelled).
+  // Graceful drain, all at once at the start: health NOT_SERVING, new
+  // requests UNAVAILABLE, the gRPC listener closed and GOAWAY sent (clients
+  // move to other replicas now). Admitted requests get up to `timeout` to
+  // finish; those still running then are cancelled.
   void Drain(absl::Duration timeout);
 
  private:

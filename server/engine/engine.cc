@@ -122,6 +122,10 @@ void Engine::CancelAdmission() {
 
 void Engine::Submit(std::shared_ptr<GenerationRequest> request) {
   MutexLock lock(&mutex_);
+  if (!work_pending_) {  // the stall clock starts when work reaches it
+    last_step_end_ = clock_.Now();
+    work_pending_ = true;
+  }
   inbox_.push_back(std::move(request));
   wake_.Signal();
 }

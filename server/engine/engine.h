@@ -99,6 +99,16 @@ class Engine {
   };
   DecodeStats decode_stats() const;
 
+  // For liveness (the health service's stall check): when the engine thread
+  // last finished a loop iteration, and whether work was waiting for it
+  // then. Work arriving at an idle engine restarts the clock, so an engine
+  // idle for hours is not stalled the moment a request comes. Any thread.
+  struct Progress {
+    absl::Time last_step_end;
+    bool work_pending = false;
+  };
+  Progress progress() const;
+
  private:
   using GroupPtr = std::unique_ptr<SequenceGroup>;
   Engine(ModelRunner& runner, std::vector<int32_t> eos_token_ids,

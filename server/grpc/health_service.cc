@@ -2,6 +2,7 @@
 
 #include "server/grpc/grpc_auth.h"
 #include "server/grpc/status_util.h"
+#include "spdlog/spdlog.h"
 
 namespace iblip::server {
 
@@ -84,14 +85,39 @@ class HealthService::Watcher final
   Status pending_ = HealthCheckResponse::UNKNOWN;
 };
 
+bool EngineStalled(const Engine::Progress& progress, absl::Time now,
+                   absl::Duration timeout) {
+  return timeout > absl::ZeroDuration() && progress.work_pending &&
+         now - progress.last_step_end > timeout;
+}
+
 HealthService::~HealthService() { Shutdown(); }
+
+bool HealthService::Stalled() const {
+  if (!stall_check_.progress) return false;
+  const Engine::Progress progress = stall_check_.progress();
+  const bool stalled =
+      EngineStalled(progress, absl::Now(), stall_check_.timeout);
+  if (stalled != stall_reported_.exchange(stalled)) {
+    if (stalled) {
+      spdlog::error(
+          "engine stalled: no step finished for {} while work waits; health "
+          "checks say NOT_SERVING (liveness restarts the pod)",
+          absl::FormatDuration(absl::Now() - progress.last_step_end));
+    } else {
+      spdlog::info("engine making progress again");
+    }
+  }
+  return stalled;
+}
 
 HealthService::Status HealthService::StatusOf(
     const std::string& service) const {
-  if (services_.count(service) == 0)
+  const bool liveness = service == kLivenessService;
+  if (!liveness && services_.count(service) == 0)
     return HealthCheckResponse::SERVICE_UNKNOWN;
-  return serving_ ? HealthCheckResponse::SERVING
-                  : HealthCheckResponse::NOT_SERVING;
+  const bool up = (liveness || serving_) && !Stalled();
+  return up ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
 }
 
 std::vector<std::shared_ptr<HealthService::Watcher>> HealthService::Watchers() {

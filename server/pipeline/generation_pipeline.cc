@@ -1,5 +1,6 @@
 #include "server/pipeline/generation_pipeline.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_format.h"
@@ -47,7 +48,12 @@ void GenerationPipeline::Start(
   generation->priority = validated->priority;
   generation->settings = std::move(validated->settings);
   generation->arrival = arrival;
-  generation->deadline = deadline;
+  // The server's own bound, so that a drain as long as it never cuts a
+  // generation short.
+  generation->deadline =
+      deps_.limits.max_request_time > absl::ZeroDuration()
+          ? std::min(deadline, arrival + deps_.limits.max_request_time)
+          : deadline;
   generation->prompt = request.prompt();
   generation->sink = OutputProcessor::Create(
       generation, generation->settings, *deps_.lm_tokenizer, std::move(sink),

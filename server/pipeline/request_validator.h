@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "iblip/v1/iblip.pb.h"
 #include "server/engine/generation_request.h"
 
@@ -26,6 +27,8 @@ struct ServingLimits {
   uint64_t max_request_bytes = 21ull << 20;
   uint32_t lm_vocab_size = 0;
   uint32_t default_max_new_tokens = 64;
+  // Longest a request may run from arrival; zero: only the client's deadline.
+  absl::Duration max_request_time = absl::ZeroDuration();
 };
 
 // The values unset GenerationParameters fields take.

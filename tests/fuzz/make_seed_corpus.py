@@ -98,6 +98,16 @@ def chat_bodies(image_bytes):
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
 
 
+# What runtime.num_threads 0 reads: cgroup v2 cpu.max, a v1 quota and
+# period (the target splits its input in halves), /proc/self/cgroup.
+CGROUP_FILES = {
+    "cpu-max": "200000 100000\n",
+    "cpu-max-unlimited": "max 100000\n",
+    "v1-quota": "-1\n100000\n",
+    "proc-cgroup": "12:cpu,cpuacct:/kubepods/pod1/c1\n1:name=systemd:/x\n0::/kubepods.slice/c2\n",
+}
+
+
 def main():
     for name, data in images():
         write("image_fuzzer", name, data)
@@ -110,6 +120,8 @@ def main():
         write("request_validator_fuzzer", name, request.SerializeToString())
     for name, body in chat_bodies(small):
         write("chat_request_fuzzer", name, json.dumps(body))
+    for name, text in CGROUP_FILES.items():
+        write("cpu_limit_fuzzer", name, text)
 
 
 if __name__ == "__main__":

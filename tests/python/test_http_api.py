@@ -138,4 +138,4 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
     assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
     generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
     assert generated < 400  # stopped early, not run to the end
-    assert after[("iblip_kv_cache_slots_used", ())] == 0
+    assert after[("iblip_kv_cache_blocks_used", ())] == 0

@@ -1,13 +1,17 @@
-"""Startup and shutdown: bad packages never report ready; SIGTERM drains."""
+"""Startup and shutdown: bad packages never report ready; SIGTERM drains,
+sending GOAWAY at once; liveness notices a stalled engine."""
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 
 import grpc
 
-from server_harness import PACKAGE_DIR, SERVER_BIN, png_bytes, start_server, stop_server
+from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
+                            stop_server)
 
 
 def run_server_expecting_failure(package_dir):
@@ -51,5 +55,111 @@ def test_sigterm_lets_a_running_request_finish():
             rest = list(stream)  # the drain lets it finish
             chunks = [first, *rest]
             assert chunks[-1].usage.generated_tokens == 60
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+def wait_until(condition, timeout=30, what="condition"):
+    """Polls `condition` until it is true (the server gives no push signal
+    for these states); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def waiting_requests(server):
+    return scrape_metrics(server)[("iblip_requests_waiting", ())]
+
+
+def test_sigterm_sends_goaway_at_once_and_the_held_request_still_finishes():
+    """The drain's GOAWAY reaches the client before the request the server
+    holds has produced a token (a 5 s vision batching delay holds it), so a
+    balanced client sends its next calls elsewhere at once; the request then
+    finishes in full."""
+    from iblip_client import Client
+    server = start_server("--scheduler.vision-max-queue-delay-us", "5000000")
+    try:
+        channel = grpc.insecure_channel(server.address)
+        left_ready = threading.Event()
+        seen_ready = threading.Event()
+
+        def on_state(state):
+            if state == grpc.ChannelConnectivity.READY:
+                seen_ready.set()
+            elif seen_ready.is_set():
+                left_ready.set()
+
+        channel.subscribe(on_state, try_to_connect=True)
+        client = Client(server.address, channel=channel, timeout=60)
+        stream = client.generate(png_bytes(), "Describe.", max_new_tokens=8, min_new_tokens=8)
+        result = {}
+
+        def consume():
+            tokens = 0
+            for message in stream:
+                if message.token_ids and "first_token" not in result:
+                    result["first_token"] = time.monotonic()
+                tokens += len(message.token_ids)
+            result["tokens"] = tokens
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
+        assert seen_ready.is_set()
+        server.process.send_signal(signal.SIGTERM)
+        assert left_ready.wait(30), "the channel never left READY: no GOAWAY"
+        goaway_seen = time.monotonic()
+        reader.join(60)
+        assert result.get("tokens") == 8, result
+        assert goaway_seen < result["first_token"]
+        channel.unsubscribe(on_state)
+        channel.close()
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+def test_liveness_fails_when_work_waits_without_an_engine_step():
+    """With work pending and no engine step for longer than
+    engine_stall_timeout_s (a batching delay well above it stands in for a
+    hung model call; the warm-up waits it out once at startup), 'liveness'
+    and readiness say NOT_SERVING; an idle engine stays live however long
+    it idles."""
+    from iblip_client import Client
+    server = start_server("--engine-stall-timeout-s", "1", "--drain-timeout-s", "2",
+                          "--scheduler.vision-max-queue-delay-us", "10000000")
+    try:
+        with Client(server.address, timeout=10) as client:
+            assert client.health("liveness") and client.health("")
+            time.sleep(1.5)  # idle for longer than the stall timeout
+            assert client.health("liveness")
+            stream = client.generate(png_bytes(), "Describe.", max_new_tokens=2, timeout=120)
+            wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
+            wait_until(lambda: not client.health("liveness"), what="liveness to fail")
+            assert not client.health("")
+            assert not client.health("iblip.v1.InstructBlipService")
+            stream.cancel()
+        assert any("engine stalled" in line for line in server.log), "".join(server.log)
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+def test_max_request_time_ends_a_request_the_client_would_let_run():
+    """limits.max_request_time_s bounds a request whatever the client's
+    deadline (what lets drain_timeout_s promise every generation its end):
+    held 3 s by the vision batching delay, a request allowed 1 s ends with
+    DEADLINE_EXCEEDED although its client waits 60 s."""
+    from iblip_client import Client
+    server = start_server("--limits.max-request-time-s", "1",
+                          "--scheduler.vision-max-queue-delay-us", "3000000")
+    try:
+        with Client(server.address, timeout=60) as client:
+            started = time.monotonic()
+            try:
+                client.generate_unary(png_bytes(), "Describe.", max_new_tokens=2)
+                raise AssertionError("the request outlived max_request_time_s")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+            assert time.monotonic() - started < 30
     finally:
         assert stop_server(server) == 0, "".join(server.log)

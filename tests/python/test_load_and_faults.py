@@ -116,7 +116,7 @@ def test_64_clients_2000_mixed_requests():
             assert metrics[("iblip_generated_tokens_total", ())] == sum(t for _, t in results)
             assert sum(v for k, v in metrics.items()
                        if k[0] == "iblip_sequences_total") == sum(s for s, _ in results)
-            assert metrics[("iblip_kv_cache_slots_used", ())] == 0
+            assert metrics[("iblip_kv_cache_blocks_used", ())] == 0
             assert metrics[("iblip_requests_running", ())] == 0
             assert metrics[("iblip_requests_waiting", ())] == 0
     finally:
@@ -125,7 +125,7 @@ def test_64_clients_2000_mixed_requests():
 
 def slots_and_running(server):
     metrics = scrape_metrics(server)
-    return (metrics[("iblip_kv_cache_slots_used", ())], metrics[("iblip_requests_running", ())],
+    return (metrics[("iblip_kv_cache_blocks_used", ())], metrics[("iblip_requests_running", ())],
             metrics)
 
 

@@ -59,7 +59,7 @@ def test_counts_match_the_requests_and_cache_hits_skip_the_vision_stage(fresh):
     assert value(after, "iblip_cache_bytes", cache="vision") > 0
     tokens = value(after, "iblip_generated_tokens_total")
     assert tokens == value(after, "iblip_request_generated_tokens_sum") >= 4
-    assert value(after, "iblip_kv_cache_slots") > 0
-    assert value(after, "iblip_kv_cache_slots_used") == 0
+    assert value(after, "iblip_kv_cache_blocks") > 0
+    assert value(after, "iblip_kv_cache_blocks_used") == 0
     assert value(after, "iblip_requests_running") == 0
     assert value(after, "iblip_requests_waiting") == 0

@@ -466,6 +466,31 @@ TEST_F(EngineTest, HighPriorityOvertakesQueuedLowOnes) {
   }
 }
 
+// Liveness reads progress(): work reaching an idle engine starts the stall
+// clock (an engine idle since long ago is not stalled the moment a request
+// comes); when the work is done nothing is pending and the clock says when
+// the last step ended.
+TEST_F(EngineTest, ProgressSaysWhenWorkWaitsAndSinceWhen) {
+  Build();
+  ASSERT_TRUE(engine_->WaitIdle(absl::Seconds(30)));
+  EXPECT_FALSE(engine_->progress().work_pending);
+  clock_.Advance(absl::Hours(1));
+  const absl::Time submitted = clock_.Now();
+  auto sink = Submit(MakeRequest(0.31f, 4));
+  const Engine::Progress waiting = engine_->progress();
+  EXPECT_TRUE(waiting.work_pending || sink->completions() == 1);
+  EXPECT_GE(waiting.last_step_end, submitted);
+  sink->Wait();
+  ASSERT_TRUE(engine_->WaitIdle(absl::Seconds(30)));
+  Engine::Progress done = engine_->progress();
+  for (int i = 0; i < 1000 && done.work_pending; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));  // published after the step
+    done = engine_->progress();
+  }
+  EXPECT_FALSE(done.work_pending);
+  EXPECT_GE(done.last_step_end, submitted);
+}
+
 TEST_F(EngineTest, AFailingImageFailsAloneInItsBatch) {
   Engine::Options options;
   options.vision_max_batch_size = 4;

@@ -238,28 +238,51 @@ TEST(ServerTest, DrainTurnsHealthNotServingRefusesNewWorkAndFinishesRunning) {
   EXPECT_EQ(Health(running.channel, ""), HealthCheckResponse::SERVING);
   EXPECT_EQ(Health(running.channel, "iblip.v1.InstructBlipService"),
             HealthCheckResponse::SERVING);
+  // A Watch opened before the drain hears it (new calls cannot: the drain
+  // closes the listener and sends GOAWAY at once).
+  auto health = grpc::health::v1::Health::NewStub(running.channel);
+  grpc::ClientContext watch_context;
+  grpc::health::v1::HealthCheckRequest watched;
+  watched.set_service("iblip.v1.InstructBlipService");
+  auto watch = health->Watch(&watch_context, watched);
+  HealthCheckResponse heard;
+  ASSERT_TRUE(watch->Read(&heard));
+  EXPECT_EQ(heard.status(), HealthCheckResponse::SERVING);
 
-  // Long enough (the tiny model's context allows ~470) that the drain
-  // below certainly overlaps it.
+  // Long enough (the tiny model's context allows ~470) to still be
+  // generating when the drain starts: it starts once the first token came.
   const int tokens = 450;
-  auto in_flight = std::async(std::launch::async, [&] {
-    return Stream(*running.stub, Request("describe", tokens, tokens));
-  });
-  absl::SleepFor(absl::Milliseconds(50));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader =
+      running.stub->Generate(&context, Request("describe", tokens, tokens));
+  v1::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  size_t received = message.token_ids_size();
   auto drain = std::async(std::launch::async,
                           [&] { running.server->Drain(absl::Seconds(30)); });
-  bool saw_not_serving = false;
-  for (int i = 0; i < 200 && !saw_not_serving; ++i) {
-    saw_not_serving =
-        Health(running.channel, "") == HealthCheckResponse::NOT_SERVING;
-    if (!saw_not_serving) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE(watch->Read(&heard));
+  EXPECT_EQ(heard.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(watch->Read(&heard));  // the drain ends Watch streams
+  EXPECT_TRUE(watch->Finish().ok());
+  // GOAWAY: the channel stops using its connection (still carrying the
+  // stream), and a new call finds no listener.
+  grpc_connectivity_state state = running.channel->GetState(false);
+  const auto give_up = absl::ToChronoTime(absl::Now() + absl::Seconds(30));
+  while (state == GRPC_CHANNEL_READY &&
+         running.channel->WaitForStateChange(state, give_up)) {
+    state = running.channel->GetState(false);
   }
-  EXPECT_TRUE(saw_not_serving);
+  EXPECT_NE(state, GRPC_CHANNEL_READY);
   StreamResult refused = Stream(*running.stub, Request("hi", 2));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
-  StreamResult finished = in_flight.get();
-  EXPECT_TRUE(finished.status.ok()) << finished.status.error_message();
-  EXPECT_EQ(finished.tokens.size(), static_cast<size_t>(tokens));
+  // The request in flight still gets every token.
+  while (reader->Read(&message)) {
+    if (message.index() == 0) received += message.token_ids_size();
+  }
+  grpc::Status finished = reader->Finish();
+  EXPECT_TRUE(finished.ok()) << finished.error_message();
+  EXPECT_EQ(received, static_cast<size_t>(tokens));
   drain.get();
 }
 
