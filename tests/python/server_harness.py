@@ -76,6 +76,26 @@ def run_client(*args, timeout=60, binary=False):
     return subprocess.run([CLIENT_BIN, *args], capture_output=True, text=not binary, timeout=timeout)
 
 
+def wait_until(condition, timeout=30, what="the condition"):
+    """Polls `condition` until it returns something true and returns that;
+    fails after `timeout` seconds. For states the server pushes no signal
+    for (a gauge, a health status): the wait ends on the state itself, not
+    after a guessed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.02)
+
+
+def metric(samples, name, **labels):
+    """One sample of a scrape_metrics() result; 0 when absent (a counter
+    or histogram that has not been touched yet)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
 def scrape_metrics(server):
     """{(name, ((label, value), ...)): value} from /metrics, parsed by the
     Prometheus client library (so a malformed exposition fails the test)."""

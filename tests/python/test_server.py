@@ -1,6 +1,6 @@
-"""The server over gRPC: health, reflection, model info, tokenize, generate."""
+"""The server over gRPC: health, reflection, model info, tokenize, generate.
+(Deadlines: test_scheduling.py, where the server's side can be seen.)"""
 
-import time
 import urllib.request
 
 import grpc
@@ -80,6 +80,8 @@ def test_sampling_with_a_seed_is_reproducible(client):
     first, seed = run()
     assert run() == (first, 1234)
     assert seed == 1234 and len(first) == 2
+    # Really sampled: the two sequences differ (greedy would repeat one).
+    assert first[0] != first[1]
 
 
 @pytest.mark.parametrize("kwargs,field", [
@@ -112,14 +114,6 @@ def test_missing_image_and_too_long_prompt(client):
         client.generate_unary(png_bytes(), "word " * 5000)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details().startswith("prompt")
-
-
-def test_deadline_exceeded(client):
-    with pytest.raises(grpc.RpcError) as error:
-        client.generate_unary(png_bytes(), "Describe.", max_new_tokens=200, min_new_tokens=200,
-                              timeout=0.05)
-    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert client.health()
 
 
 def test_cancel_mid_stream_leaves_the_server_healthy(client):
