@@ -82,7 +82,8 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
 
   ServerConfig bad_port;
   bad_port.set_port(70000);
-  EXPECT_FALSE(WithDefaults(bad_port).ok());
+  EXPECT_NE(WithDefaults(bad_port).status().message().find("port"),
+            std::string::npos);
   ServerConfig bad_format;
   bad_format.mutable_logging()->set_format("xml");
   EXPECT_NE(WithDefaults(bad_format).status().message().find("logging.format"),

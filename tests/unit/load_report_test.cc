@@ -43,7 +43,9 @@ TEST(LoadReportTest, ThroughputCountsSuccessesAndErrorsAreByCode) {
 }
 
 TEST(WorkloadTest, ReadsJsonLinesWithRelativeImagesAndParameters) {
-  const auto dir = std::filesystem::temp_directory_path() / "iblip-workload";
+  // Per process: other checkouts may run this test at the same time.
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("iblip-workload-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "a.png") << "fake-image";
   std::ofstream(dir / "w.jsonl")

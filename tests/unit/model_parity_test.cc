@@ -14,6 +14,7 @@
 // what else is running.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "model/runtime/instructblip_model.h"
@@ -36,12 +37,14 @@ struct Case {
   std::string name;
 };
 
+const char* const kCheckpoints[] = {"tiny-llama", "tiny-t5",
+                                    "tiny-llama-eos232", "tiny-t5-eos156"};
+
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (const std::string checkpoint :
-       {"tiny-llama", "tiny-t5", "tiny-llama-eos232", "tiny-t5-eos156"}) {
+  for (const std::string checkpoint : kCheckpoints) {
     const fs::path dir = fs::path(FixturesDir()) / "cases" / checkpoint;
-    if (!fs::is_directory(dir)) continue;
+    if (!fs::is_directory(dir)) continue;  // EveryCheckpointHasCases fails
     std::vector<std::string> names;
     for (const auto& entry : fs::directory_iterator(dir))
       names.push_back(entry.path().filename());
@@ -72,7 +75,15 @@ class FixtureParityTest : public ::testing::TestWithParam<Case> {
 TEST(FixtureParityCoverage, EveryCheckpointHasCases) {
   ASSERT_TRUE(fs::is_directory(FixturesDir()))
       << "fixtures missing at " << FixturesDir();
-  EXPECT_GE(AllCases().size(), 16u);
+  const std::vector<Case> cases = AllCases();
+  EXPECT_GE(cases.size(), 16u);
+  for (const std::string checkpoint : kCheckpoints) {
+    EXPECT_GE(std::count_if(
+                  cases.begin(), cases.end(),
+                  [&](const Case& c) { return c.checkpoint == checkpoint; }),
+              3)
+        << checkpoint;
+  }
 }
 
 TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {

@@ -149,6 +149,61 @@ TEST(RequestValidatorTest, ParameterRanges) {
   }
 }
 
+// Each limit that ParameterRanges and the error tests cross, exactly at the
+// limit: accepted (a validator off by one fails here, not there).
+TEST(RequestValidatorTest, ValuesAtTheLimitsAreAccepted) {
+  struct Case {
+    const char* what;
+    void (*mutate)(v1::GenerateRequest&);
+  };
+  const Case cases[] = {
+      {"max_new_tokens = limit",
+       [](auto& r) { r.mutable_parameters()->set_max_new_tokens(200); }},
+      {"min_new_tokens = max_new_tokens",
+       [](auto& r) {
+         r.mutable_parameters()->set_max_new_tokens(5);
+         r.mutable_parameters()->set_min_new_tokens(5);
+       }},
+      {"temperature 100",
+       [](auto& r) { r.mutable_parameters()->set_temperature(100); }},
+      {"top_k = vocabulary",
+       [](auto& r) { r.mutable_parameters()->set_top_k(321); }},
+      {"top_p 1", [](auto& r) { r.mutable_parameters()->set_top_p(1); }},
+      {"repetition_penalty 10",
+       [](auto& r) { r.mutable_parameters()->set_repetition_penalty(10); }},
+      {"length_penalty -10",
+       [](auto& r) { r.mutable_parameters()->set_length_penalty(-10); }},
+      {"num_beams 8 returning 8",
+       [](auto& r) {
+         r.mutable_parameters()->set_num_beams(8);
+         r.mutable_parameters()->set_num_return_sequences(8);
+       }},
+      {"8 sampled sequences",
+       [](auto& r) {
+         r.mutable_parameters()->set_temperature(1);
+         r.mutable_parameters()->set_num_return_sequences(8);
+       }},
+      {"8 stop sequences of 128 bytes",
+       [](auto& r) {
+         for (int i = 0; i < 8; ++i)
+           r.mutable_parameters()->add_stop_sequences(std::string(128, 'x'));
+       }},
+      {"image of 1000 bytes",
+       [](auto& r) { r.mutable_images(0)->set_data(std::string(1000, 'x')); }},
+      {"prompt of 100 bytes",
+       [](auto& r) { r.set_prompt(std::string(100, 'a')); }},
+      {"request_id of 128 printable characters",
+       [](auto& r) { r.set_request_id(std::string(127, '!') + "~"); }},
+      {"PRIORITY_LOW", [](auto& r) { r.set_priority(v1::PRIORITY_LOW); }},
+  };
+  for (const Case& c : cases) {
+    auto request = ValidRequest();
+    c.mutate(request);
+    auto result = ValidateGenerateRequest(request, TestLimits(), 1);
+    EXPECT_TRUE(result.ok()) << c.what << ": " << result.status();
+  }
+}
+
 TEST(RequestValidatorTest, PriorityAndRequestId) {
   auto request = ValidRequest();
   request.set_priority(static_cast<v1::Priority>(17));
@@ -178,7 +233,9 @@ TEST(RequestValidatorTest, TokenBudget) {
   EXPECT_TRUE(ValidateTokenBudget(50, 8, settings, TestLimits()).ok());
   EXPECT_EQ(ValidateTokenBudget(51, 8, settings, TestLimits()).code(),
             absl::StatusCode::kInvalidArgument);
-  settings.max_new_tokens = 200;
+  settings.max_new_tokens = 198;  // 50 + 8 + 198 = the context of 256
+  EXPECT_TRUE(ValidateTokenBudget(50, 8, settings, TestLimits()).ok());
+  settings.max_new_tokens = 199;
   auto status = ValidateTokenBudget(50, 8, settings, TestLimits());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message().rfind("parameters.max_new_tokens", 0), 0u)

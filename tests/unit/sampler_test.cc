@@ -91,5 +91,46 @@ TEST(SamplerTest, SamplingFollowsTheDistribution) {
               std::exp(1.0) / (1 + std::exp(1.0)), 0.03);
 }
 
+// How often each id is drawn from `logits` (copied per draw) in `draws`.
+std::vector<int> Counts(const SamplingParams& params,
+                        const std::vector<float>& logits, int draws) {
+  Sampler sampler(params, 5);
+  std::vector<int> counts(logits.size(), 0);
+  for (int i = 0; i < draws; ++i) {
+    std::vector<float> row = logits;
+    ++counts[sampler.Next(row, {})];
+  }
+  return counts;
+}
+
+TEST(SamplerTest, TemperatureReshapesTheDistribution) {
+  SamplingParams p = Greedy();
+  p.temperature = 2.0f;
+  p.top_k = 0;
+  constexpr int kDraws = 4000;
+  // p(1) = e^(1/2) / (1 + e^(1/2)) ~= 0.622 (0.731 if the temperature were
+  // ignored); 4000 draws: 0.03 is over 3 standard deviations.
+  const auto counts = Counts(p, {0.0f, 1.0f}, kDraws);
+  EXPECT_NEAR(counts[1] / static_cast<double>(kDraws),
+              std::exp(0.5) / (1 + std::exp(0.5)), 0.03);
+}
+
+TEST(SamplerTest, TopKAndTopPKeepExactlyTheirTokens) {
+  SamplingParams p = Greedy();
+  p.temperature = 1.0f;
+  p.top_k = 2;  // ids 1 and 2; 3 (nearly as likely) and 0 never
+  auto counts = Counts(p, {0.0f, 3.0f, 2.9f, 2.8f}, 2000);
+  EXPECT_EQ(counts[0] + counts[3], 0);
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+
+  p.top_k = 0;
+  p.top_p = 0.6f;  // probabilities 0.5, 0.3, 0.2: the nucleus is {0, 1}
+  counts = Counts(p, {std::log(0.5f), std::log(0.3f), std::log(0.2f)}, 2000);
+  EXPECT_EQ(counts[2], 0);
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[1], 0);
+}
+
 }  // namespace
 }  // namespace iblip::model
