@@ -4,16 +4,19 @@ import json
 import os
 import subprocess
 
-from server_harness import BUILD_DIR, run_client, scrape_metrics
+from server_harness import BUILD_DIR, metric, png_bytes, scrape_metrics
 
 BENCH_BIN = os.path.join(BUILD_DIR, "client", "iblip-bench")
 
 
-def test_chat_answers_each_stdin_line_and_reuses_the_image(server, image_path):
+def test_chat_answers_each_stdin_line_and_runs_the_vision_encoder_once(server, tmp_path):
+    # An image no other test sends, so the caches have not seen it.
+    image = tmp_path / "chat.png"
+    image.write_bytes(png_bytes(color=(17, 170, 71)))
     before = scrape_metrics(server)
     result = subprocess.run(
         [os.path.join(BUILD_DIR, "client", "iblip-client"), "chat", "--server", server.address,
-         "--image", image_path, "--max-new-tokens", "4"],
+         "--image", str(image), "--max-new-tokens", "4"],
         input="what color is it?\nhow many shapes?\nwhat color is it?\n", capture_output=True,
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -21,14 +24,18 @@ def test_chat_answers_each_stdin_line_and_reuses_the_image(server, image_path):
     stats = [line for line in result.stderr.splitlines() if "time to first token" in line]
     assert len(stats) == 3 and all("tok/s" in line for line in stats)
     after = scrape_metrics(server)
-    key = lambda name, cache: (name, (("cache", cache),))
-    # One vision-encoder run for the whole chat: turn 2 hits the vision
-    # cache, turn 3 (a repeated question) the Q-Former cache.
-    vision_misses = after[key("iblip_cache_misses_total", "vision")] - before.get(
-        key("iblip_cache_misses_total", "vision"), 0)
-    qformer_hits = after[key("iblip_cache_hits_total", "qformer")] - before.get(
-        key("iblip_cache_hits_total", "qformer"), 0)
-    assert vision_misses <= 1 and qformer_hits >= 1
+
+    def added(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+    # Turn 1 misses both caches: the one vision-encoder run. Turn 2 (another
+    # question) hits the vision cache and runs the Q-Former alone; turn 3 (a
+    # repeated question) hits the Q-Former cache and skips the vision stage.
+    assert added("iblip_cache_misses_total", cache="vision") == 1
+    assert added("iblip_cache_hits_total", cache="vision") == 1
+    assert added("iblip_cache_misses_total", cache="qformer") == 2
+    assert added("iblip_cache_hits_total", cache="qformer") == 1
+    assert added("iblip_vision_batch_size_sum") == 2
+    assert added("iblip_requests_total", code="ok") == 3
 
 
 def test_chat_reports_a_bad_turn_and_goes_on(server, image_path):

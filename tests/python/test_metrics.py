@@ -5,7 +5,7 @@ before."""
 import grpc
 import pytest
 
-from server_harness import png_bytes, scrape_metrics, start_server, stop_server
+from server_harness import metric, png_bytes, scrape_metrics, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +19,12 @@ def fresh():
         assert stop_server(running) == 0, "".join(running.log)
 
 
-def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_counts_match_the_requests_and_cache_hits_skip_the_vision_stage(fresh):
     server, client = fresh
     before = scrape_metrics(server)
     # The warm-up is the server's own: it is not a client request.
-    assert value(before, "iblip_requests_total", code="ok") == 0
-    assert value(before, "iblip_vision_batch_size_count") == 1  # the warm-up's
+    assert metric(before, "iblip_requests_total", code="ok") == 0
+    assert metric(before, "iblip_vision_batch_size_count") == 1  # the warm-up's
     red, blue = png_bytes(color=(200, 30, 30)), png_bytes(color=(30, 30, 200))
 
     first = client.generate_unary(red, "what color is it?", max_new_tokens=4)
@@ -42,24 +38,24 @@ def test_counts_match_the_requests_and_cache_hits_skip_the_vision_stage(fresh):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     after = scrape_metrics(server)
-    assert value(after, "iblip_requests_total", code="ok") == 4
-    assert value(after, "iblip_requests_total", code="invalid_argument") == 1
-    assert value(after, "iblip_time_to_first_token_seconds_count") == 4
+    assert metric(after, "iblip_requests_total", code="ok") == 4
+    assert metric(after, "iblip_requests_total", code="invalid_argument") == 1
+    assert metric(after, "iblip_time_to_first_token_seconds_count") == 4
     # Rejected before admission: counted by code, not timed.
-    assert value(after, "iblip_request_duration_seconds_count") == 4
-    assert value(after, "iblip_request_generated_tokens_count") == 4
+    assert metric(after, "iblip_request_duration_seconds_count") == 4
+    assert metric(after, "iblip_request_generated_tokens_count") == 4
     # red+q1 misses both caches; red+q1 again hits the Q-Former cache; red+q2
     # hits the vision cache; blue misses both.
-    assert value(after, "iblip_cache_hits_total", cache="qformer") == 1
-    assert value(after, "iblip_cache_misses_total", cache="qformer") == 3
-    assert value(after, "iblip_cache_hits_total", cache="vision") == 1
-    assert value(after, "iblip_cache_misses_total", cache="vision") == 2
+    assert metric(after, "iblip_cache_hits_total", cache="qformer") == 1
+    assert metric(after, "iblip_cache_misses_total", cache="qformer") == 3
+    assert metric(after, "iblip_cache_hits_total", cache="vision") == 1
+    assert metric(after, "iblip_cache_misses_total", cache="vision") == 2
     # Vision-stage batches: warm-up, red+q1, red+q2 (Q-Former only), blue.
-    assert value(after, "iblip_vision_batch_size_count") == 4
-    assert value(after, "iblip_cache_bytes", cache="vision") > 0
-    tokens = value(after, "iblip_generated_tokens_total")
-    assert tokens == value(after, "iblip_request_generated_tokens_sum") >= 4
-    assert value(after, "iblip_kv_cache_blocks") > 0
-    assert value(after, "iblip_kv_cache_blocks_used") == 0
-    assert value(after, "iblip_requests_running") == 0
-    assert value(after, "iblip_requests_waiting") == 0
+    assert metric(after, "iblip_vision_batch_size_count") == 4
+    assert metric(after, "iblip_cache_bytes", cache="vision") > 0
+    tokens = metric(after, "iblip_generated_tokens_total")
+    assert tokens == metric(after, "iblip_request_generated_tokens_sum") >= 4
+    assert metric(after, "iblip_kv_cache_blocks") > 0
+    assert metric(after, "iblip_kv_cache_blocks_used") == 0
+    assert metric(after, "iblip_requests_running") == 0
+    assert metric(after, "iblip_requests_waiting") == 0

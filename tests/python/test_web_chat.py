@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from server_harness import BUILD_DIR, png_bytes, start_server, stop_server
+from server_harness import BUILD_DIR, metric, png_bytes, scrape_metrics, start_server, stop_server
 
 SCREENSHOT = os.path.join(BUILD_DIR, "test-artifacts", "web-chat.png")
 
@@ -57,6 +57,11 @@ def test_ask_and_follow_up_in_the_browser(browser, server, tmp_path):
         assert "Error" not in browser.find_element(By.ID, answer_id).text
     log = browser.find_element(By.ID, "log").text
     assert "You: what is in the picture?" in log and "You: what color is it?" in log
+    # The follow-up reused the first turn's vision-encoder output: one run.
+    samples = scrape_metrics(server)
+    assert metric(samples, "iblip_cache_misses_total", cache="vision") == 1
+    assert metric(samples, "iblip_cache_hits_total", cache="vision") == 1
+    assert metric(samples, "iblip_requests_total", code="ok") == 2
     os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
     assert browser.save_screenshot(SCREENSHOT)
     assert os.path.getsize(SCREENSHOT) > 1000
