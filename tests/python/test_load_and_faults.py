@@ -9,8 +9,8 @@
 - SIGTERM under load: every stream finishes or ends with a clear status,
   new calls are refused, exit status 0.
 
-Deadlines, a client that stops reading and bad packages are covered in
-server_test.cc and test_lifecycle.py; a request whose module throws fails
+Deadlines and priorities are covered in test_scheduling.py, a client that
+stops reading in server_test.cc, bad packages in test_lifecycle.py; a request whose module throws fails
 alone in engine_test.cc (AFailingRequestFailsAlone)."""
 
 import io
@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from iblip_client import Client, build_request
-from server_harness import scrape_metrics, start_server, stop_server
+from server_harness import scrape_metrics, start_server, stop_server, wait_until
 
 LOAD_REQUESTS = 2000
 LOAD_CLIENTS = 64
@@ -48,7 +48,7 @@ IMAGES = [encoded_image(w, h, c, f) for w, h, c, f in [
 def request_spec(i):
     """The i-th request of the load: (stream?, build_request kwargs)."""
     rng = random.Random(i)
-    kwargs = dict(max_new_tokens=rng.randint(4, 24), priority=rng.choice([0, 1, 2]))
+    kwargs = dict(max_new_tokens=rng.randint(4, 24), priority=rng.choice([0, 1, 2, 3]))
     kind = i % 6
     if kind == 1:
         kwargs.update(temperature=0.8, top_p=0.9, top_k=20, seed=i)
@@ -152,20 +152,26 @@ def test_200_cancellations_and_disconnects_free_everything():
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(lambda i: (cancel if i % 2 else disconnect)(i), range(200)))
             last_cancel = time.monotonic()
-            while True:
-                slots, running, metrics = slots_and_running(server)
-                if (slots, running) == (0, 0) or time.monotonic() - last_cancel > 5:
-                    break
-                time.sleep(0.01)
+            wait_until(lambda: slots_and_running(server)[:2] == (0, 0), timeout=5,
+                       what="every slot free and nothing running")
             print(f"\n200 cancellations: all slots free {1000 * (time.monotonic() - last_cancel):.0f}"
                   " ms after the last")
-            assert (slots, running) == (0, 0)
+            metrics = scrape_metrics(server)
             assert metrics[("iblip_requests_total", (("code", "cancelled"),))] == 200
             # Far fewer tokens than 200 x 200: generation stopped with each stream.
             assert metrics[("iblip_generated_tokens_total", ())] < 200 * 200 / 4
             assert client.generate_unary(IMAGES[0], "hi", max_new_tokens=3).usage.generated_tokens
     finally:
         assert stop_server(server) == 0, "".join(server.log[-20:])
+
+
+def refusal_code(client):
+    """The code an invalid request gets: INVALID_ARGUMENT while the server
+    accepts work, UNAVAILABLE once it stopped accepting (that check comes
+    before validation). Probes the drain without adding work."""
+    with pytest.raises(grpc.RpcError) as refused:
+        client.generate_unary(IMAGES[0], "probe", temperature=-1.0)
+    return refused.value.code()
 
 
 def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
@@ -192,7 +198,8 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
             for _ in range(16):  # the running ones have started streaming
                 assert first_messages.acquire(timeout=30)
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            wait_until(lambda: refusal_code(client) == grpc.StatusCode.UNAVAILABLE,
+                       what="the drain to begin")
             with pytest.raises(grpc.RpcError) as refused:
                 client.generate_unary(IMAGES[0], "late", max_new_tokens=2)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -216,16 +223,21 @@ def test_a_connection_holds_at_most_max_streams_per_connection():
         separate = [("grpc.use_local_subchannel_pool", 1)]
         with Client(server.address) as one, Client(
                 server.address, channel=grpc.insecure_channel(server.address, separate)) as other:
+            first_is_streaming = threading.Event()
+
             def timed(client, result):
                 stream = client.generate(IMAGES[0], "describe", max_new_tokens=40,
                                          min_new_tokens=40, timeout=60)
-                times = [time.monotonic() for _ in stream]
+                times = []
+                for _ in stream:
+                    times.append(time.monotonic())
+                    first_is_streaming.set()
                 result.extend([times[0], times[-1]])
 
             first, second, elsewhere = [], [], []
             threads = [threading.Thread(target=timed, args=(one, first))]
             threads[0].start()
-            time.sleep(0.05)
+            assert first_is_streaming.wait(60)  # it holds the connection's one stream
             threads += [threading.Thread(target=timed, args=(one, second)),
                         threading.Thread(target=timed, args=(other, elsewhere))]
             for t in threads[1:]:
