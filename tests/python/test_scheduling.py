@@ -110,7 +110,7 @@ class Call(Background):
 def gauges(server):
     samples = scrape_metrics(server)
     return tuple(metric(samples, name) for name in (
-        "iblip_requests_waiting", "iblip_requests_running", "iblip_kv_cache_slots_used"))
+        "iblip_requests_waiting", "iblip_requests_running", "iblip_kv_cache_blocks_used"))
 
 
 def waiting(server):
