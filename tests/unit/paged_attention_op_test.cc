@@ -8,8 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <string>
 #include <vector>
 
 namespace iblip::model {
@@ -63,6 +65,7 @@ at::Tensor NaiveAttention(const at::Tensor& query, const at::Tensor& keys,
 }
 
 struct Case {
+  const char* name;
   at::ScalarType dtype;
   int64_t heads, kv_heads, head_dim, block_size;
   std::vector<int64_t> lengths;
@@ -102,8 +105,19 @@ TEST_P(PagedAttentionOpTest, MatchesNaiveAttention) {
   if (c.with_bias) bias = at::randn({rows, c.heads, longest + 2});
   const double scale = 0.125;
 
-  const at::Tensor out = CallOp(query, keys, values, tables, at::tensor(c.lengths, at::kLong),
-                                scale, bias);
+  // The work splits differently with the thread count (rows, runs of kv
+  // heads); each head's arithmetic must not change.
+  std::vector<at::Tensor> outs;
+  const int saved_threads = at::get_num_threads();
+  for (int threads : {1, 2, 3}) {
+    at::set_num_threads(threads);
+    outs.push_back(
+        CallOp(query, keys, values, tables, at::tensor(c.lengths, at::kLong), scale, bias));
+  }
+  at::set_num_threads(saved_threads);
+  const at::Tensor& out = outs[0];
+  EXPECT_TRUE(at::equal(outs[1], out));
+  EXPECT_TRUE(at::equal(outs[2], out));
   ASSERT_EQ(out.scalar_type(), c.dtype);
   ASSERT_EQ(out.sizes(), query.sizes());
   const at::Tensor expected = NaiveAttention(query, keys, values, tables, c.lengths, scale, bias);
@@ -117,13 +131,16 @@ TEST_P(PagedAttentionOpTest, MatchesNaiveAttention) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, PagedAttentionOpTest,
     ::testing::Values(
-        Case{at::kFloat, 4, 4, 64, 16, {1, 16, 37, 100}, false},  // one block, exact, unaligned
-        Case{at::kFloat, 8, 2, 64, 16, {5, 70, 33}, false},      // GQA
-        Case{at::kFloat, 6, 3, 20, 4, {9, 1, 14}, true},         // head_dim off the vector width
-        Case{at::kFloat, 4, 4, 16, 8, {0, 12}, false},           // an empty row
-        Case{at::kBFloat16, 8, 2, 64, 16, {5, 70, 33}, false},
-        Case{at::kBFloat16, 4, 4, 32, 16, {17, 3}, true},        // T5: bias, scale 1 elsewhere
-        Case{at::kBFloat16, 32, 32, 128, 16, {300}, false}));    // LLaMA-7B head shape
+        // One block, exactly full blocks, lengths ending mid-block.
+        Case{"Fp32Lengths", at::kFloat, 4, 4, 64, 16, {1, 16, 37, 100}, false},
+        Case{"Fp32Gqa", at::kFloat, 8, 2, 64, 16, {5, 70, 33}, false},
+        // head_dim off the vector width, T5's bias.
+        Case{"Fp32OddHeadDimBias", at::kFloat, 6, 3, 20, 4, {9, 1, 14}, true},
+        Case{"Fp32EmptyRow", at::kFloat, 4, 4, 16, 8, {0, 12}, false},
+        Case{"Bf16Gqa", at::kBFloat16, 8, 2, 64, 16, {5, 70, 33}, false},
+        Case{"Bf16Bias", at::kBFloat16, 4, 4, 32, 16, {17, 3}, true},
+        Case{"Bf16Llama7bHeads", at::kBFloat16, 32, 32, 128, 16, {300}, false}),
+    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 TEST(PagedAttentionOp, EmptyRowGivesZeros) {
   const at::Tensor keys = at::randn({2, 4, 1, 8});

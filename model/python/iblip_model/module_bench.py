@@ -92,7 +92,7 @@ def executors(package, runs, prompt, context, batch):
     size = manifest["image"]["size"]
     pixels = torch.randn(1, 3, size, size)
     image_embeds = torch.jit.load(files["vision_encoder"])(pixels)
-    qformer_ids = torch.randint(1000, 2000, (1, 12))
+    qformer_ids = torch.randint(1, manifest["qformer_vocab_size"], (1, 12))
     qformer_mask = torch.ones_like(qformer_ids)
     hidden = manifest["lm_hidden_size"]
     embeds = torch.randn(1, manifest["num_query_tokens"] + prompt, hidden) * 0.02
@@ -139,7 +139,7 @@ def fusion(checkpoint, dtype, runs, prompt, context, batch):
     qformers["fused"] = script(export_modules.QFormerProjector(fused_model), [])
     size = model.config.vision.image_size
     image_embeds = model.vision_model(torch.randn(1, 3, size, size)).float()
-    qformer_ids = torch.randint(1000, 2000, (1, 12))
+    qformer_ids = torch.randint(1, model.config.qformer.vocab_size, (1, 12))
     embeds = torch.randn(1, model.config.num_query_tokens + prompt, text.hidden_size) * 0.02
     single = PagedInputs(manifest, 1, embeds.shape[1])
     paged = PagedInputs(manifest, batch, context)

@@ -9,7 +9,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from iblip_model.modeling.llama import LlamaAttention, LlamaForCausalLM, LlamaMLP
+from iblip_model.modeling.llama import LlamaAttention, LlamaForCausalLM, LlamaMLP, rotate
 from iblip_model.modeling.qformer import InstructBlipQFormerModel, InstructBlipQFormerMultiHeadAttention
 
 
@@ -60,12 +60,16 @@ class FusedLlamaAttention(LlamaAttention):
         self.qkv_proj = fuse_linears([attention.q_proj, attention.k_proj, attention.v_proj])
         self.o_proj = attention.o_proj
 
-    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(self, x: torch.Tensor, cos: torch.Tensor,
+                sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
         qkv = self.qkv_proj(x)
-        q_width = self.heads * self.head_dim
-        kv_width = self.kv_heads * self.head_dim
-        return (qkv[..., :q_width], qkv[..., q_width:q_width + kv_width],
-                qkv[..., q_width + kv_width:])
+        rotated = (self.heads + self.kv_heads) * self.head_dim
+        # q and k sit side by side in qkv's output: one rotation for both.
+        qk = rotate(qkv[..., :rotated].view(b, t, self.heads + self.kv_heads, self.head_dim),
+                    cos[:, :, None], sin[:, :, None])
+        v = qkv[..., rotated:].view(b, t, self.kv_heads, self.head_dim)
+        return qk[:, :, :self.heads], qk[:, :, self.heads:], v
 
 
 class FusedLlamaMLP(LlamaMLP):

@@ -26,13 +26,15 @@ class LlamaRMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's x * cos + rotate_half(x) * sin, bit for bit, in fewer
+    operations: rotate_half(x) = [-x2, x1] is roll(x) = [x2, x1] with the
+    sign moved into signed_sin = [-sin1, sin2] (made once per forward)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 class LlamaRotaryEmbedding(nn.Module):
-    """cos/sin for integer positions [B,T] (HF's rotate_half convention)."""
+    """cos and signed sin (see rotate) for integer positions [B,T]."""
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
@@ -41,8 +43,9 @@ class LlamaRotaryEmbedding(nn.Module):
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
         freqs = position_ids[:, :, None].to(torch.float32) * self.inv_freq[None, None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        cos = freqs.cos().to(dtype)
+        sin = freqs.sin().to(dtype)
+        return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
 
 class LlamaAttention(nn.Module):
@@ -64,9 +67,15 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=bias)
 
-    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B,T,H] -> q [B,T,heads*D], k and v [B,T,KV*D] (not yet rotated)."""
-        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    def project(self, x: torch.Tensor, cos: torch.Tensor,
+                sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B,T,H], cos/sin [B,T,D] -> q [B,T,heads,D] and k [B,T,KV,D]
+        (rotated), v [B,T,KV,D]."""
+        b, t, _ = x.shape
+        cos, sin = cos[:, :, None], sin[:, :, None]
+        q = rotate(self.q_proj(x).view(b, t, self.heads, self.head_dim), cos, sin)
+        k = rotate(self.k_proj(x).view(b, t, self.kv_heads, self.head_dim), cos, sin)
+        return q, k, self.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
                 past_key: Optional[torch.Tensor], past_value: Optional[torch.Tensor]
@@ -74,13 +83,8 @@ class LlamaAttention(nn.Module):
         """x [B,T,H]; mask additive [B,1,T,S+T]; past [B,KV,S,D] or None.
         Returns the output and this step's keys/values [B,KV,T,D] (rotated)."""
         b, t, _ = x.shape
-        q, k, v = self.project(x)
-        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        cos4, sin4 = cos[:, None], sin[:, None]
-        q = q * cos4 + rotate_half(q) * sin4
-        k = k * cos4 + rotate_half(k) * sin4
+        q, k, v = self.project(x, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         keys, values = k, v
         if past_key is not None and past_value is not None:
             keys = torch.cat([past_key, k], dim=2)
@@ -103,13 +107,8 @@ class LlamaAttention(nn.Module):
         lengths[b] + 1 positions in place: no gathered or concatenated copy
         of the cache and no padding, so each row costs what it would alone."""
         b = x.shape[0]
-        q, k, v = self.project(x)
-        q = q.view(b, 1, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        cos4, sin4 = cos[:, None], sin[:, None]
-        q = q * cos4 + rotate_half(q) * sin4
-        k = k * cos4 + rotate_half(k) * sin4
+        q, k, v = self.project(x, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         scale = math.sqrt(self.head_dim)
         rows: List[torch.Tensor] = []
         for row in range(b):
@@ -137,14 +136,10 @@ class LlamaAttention(nn.Module):
         key/value at global slot slot_mapping[b], then attends over its
         context_lens[b] positions through its block table."""
         b = x.shape[0]
-        q, k, v = self.project(x)
-        q = q.reshape(b, self.heads, self.head_dim)
-        k = k.reshape(b, self.kv_heads, self.head_dim)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        cache_key.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slot_mapping, k)
-        cache_value.view(-1, self.kv_heads, self.head_dim).index_copy_(
-            0, slot_mapping, v.reshape(b, self.kv_heads, self.head_dim))
+        q, k, v = self.project(x, cos, sin)
+        cache_key.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slot_mapping, k[:, 0])
+        cache_value.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slot_mapping, v[:, 0])
+        q = q[:, 0]
         out = torch.ops.iblip.paged_attention(q, cache_key, cache_value, block_tables,
                                               context_lens, self.scale, None)
         return self.o_proj(out.reshape(b, 1, self.heads * self.head_dim))
