@@ -88,12 +88,27 @@ int OnTiffError(TIFF*, void* user, const char* module, const char* format,
   return 1;  // handled: libtiff's global handler does not print it
 }
 
-// Warnings while reading the directory (unknown tags and the like) are
-// benign; while decoding pixels they mean a strip was short or damaged.
+// While decoding pixels, a warning means a strip was short or damaged. While
+// reading the directory most warnings are benign (unknown tags, unterminated
+// strings), but a tag libtiff had to drop or a required one it had to guess
+// (Photometric, SamplesPerPixel) leaves a different image than Pillow's own
+// directory parser would: those refuse the file as corrupt.
 int OnTiffWarning(TIFF*, void* user, const char* module, const char* format,
                   va_list args) {
   auto* s = static_cast<TiffSource*>(user);
-  if (s->decoding) Record(s, module, format, args);
+  if (s->decoding) {
+    Record(s, module, format, args);
+    return 1;
+  }
+  char text[256];
+  va_list copy;
+  va_copy(copy, args);
+  std::vsnprintf(text, sizeof(text), format, copy);
+  va_end(copy);
+  if (std::strstr(text, "ignor") || std::strstr(text, "missing") ||
+      std::strstr(text, "Photometric")) {
+    Record(s, module, format, args);
+  }
   return 1;
 }
 
@@ -449,6 +464,8 @@ absl::StatusOr<Rgb8Image> DecodeTiff(absl::string_view encoded,
   }
   if (absl::Status s = CheckPixelLimit(context, width, height); !s.ok())
     return s;
+  if (source.failed)  // a damaged directory (see OnTiffWarning)
+    return Refuse(context, Refusal::kCorrupt, source.message);
   absl::StatusOr<Layout> layout = ReadLayout(tif.get(), context);
   if (!layout.ok()) return layout.status();
 
