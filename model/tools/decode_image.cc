@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
     }
     if (repeats > 0) {
       std::sort(seconds.begin(), seconds.end());
-      std::printf("\tfastest %.3f ms\tmedian %.3f ms\tpeak RSS +%ld KiB",
-                  seconds.front() * 1e3, seconds[seconds.size() / 2] * 1e3,
+      std::printf("\tfastest %.1f us\tmedian %.1f us\tpeak RSS +%ld KiB",
+                  seconds.front() * 1e6, seconds[seconds.size() / 2] * 1e6,
                   PeakRssKiB() - rss_before);
       std::fflush(stdout);
     }
