@@ -37,6 +37,15 @@ absl::Status CheckPixelLimit(const DecodeContext& context, uint64_t width,
   return absl::OkStatus();
 }
 
+size_t MemoryReader::Read(void* out, size_t size) {
+  const uint64_t left = offset < data.size() ? data.size() - offset : 0;
+  const size_t n = size < left ? size : static_cast<size_t>(left);
+  if (n > 0) std::memcpy(out, data.data() + offset, n);
+  offset += n;
+  if (n < size) short_read = true;
+  return n;
+}
+
 Rgb8Image NewRgb8Image(uint64_t width, uint64_t height) {
   Rgb8Image image;
   image.width = static_cast<int>(width);

@@ -34,6 +34,16 @@ enum class Refusal {
 absl::Status Refuse(const DecodeContext& context, Refusal why,
                     absl::string_view detail);
 
+// The encoded bytes as the C libraries read them, through callbacks.
+struct MemoryReader {
+  absl::string_view data;
+  uint64_t offset = 0;      // may be past the end (libtiff seeks freely)
+  bool short_read = false;  // some read asked for bytes past the end
+
+  // Copies up to `size` bytes from `offset` on and returns how many.
+  size_t Read(void* out, size_t size);
+};
+
 // Refuses a width x height image above limits.max_image_pixels, or without
 // pixels, before its pixels are allocated. Every decoder calls it as soon as
 // it knows the size of what it will allocate.

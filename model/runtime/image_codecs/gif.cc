@@ -28,21 +28,9 @@
 namespace iblip::model::image_codecs {
 namespace {
 
-struct GifSource {
-  const unsigned char* data = nullptr;
-  size_t size = 0;
-  size_t offset = 0;
-  bool short_read = false;  // giflib asked for bytes past the end
-};
-
 int ReadGif(GifFileType* gif, GifByteType* out, int length) {
-  auto* source = static_cast<GifSource*>(gif->UserData);
-  const size_t n = std::min<size_t>(static_cast<size_t>(length),
-                                    source->size - source->offset);
-  std::memcpy(out, source->data + source->offset, n);
-  source->offset += n;
-  if (n < static_cast<size_t>(length)) source->short_read = true;
-  return static_cast<int>(n);
+  return static_cast<int>(static_cast<MemoryReader*>(gif->UserData)
+                              ->Read(out, static_cast<size_t>(length)));
 }
 
 struct GifCloser {
@@ -54,9 +42,7 @@ struct GifCloser {
 
 absl::StatusOr<Rgb8Image> DecodeGif(absl::string_view encoded,
                                     const DecodeContext& context) {
-  GifSource source;
-  source.data = reinterpret_cast<const unsigned char*>(encoded.data());
-  source.size = encoded.size();
+  MemoryReader source{encoded};
   auto failed = [&](int error) {
     const char* text = GifErrorString(error);
     return Refuse(context,

@@ -27,13 +27,10 @@ namespace {
 // --- The data as a libtiff "file" --------------------------------------------
 
 struct TiffSource {
-  const unsigned char* data = nullptr;
-  uint64_t size = 0;
-  uint64_t offset = 0;
+  MemoryReader reader;
   // The first error, or a warning while pixels were being decoded (a codec's
   // warning there means missing or damaged data: refused).
   bool decoding = false;
-  bool short_read = false;  // libtiff asked for bytes past the end
   bool failed = false;
   char message[256] = {};
 };
@@ -43,32 +40,27 @@ TiffSource* SourceOf(thandle_t handle) {
 }
 
 tmsize_t ReadTiff(thandle_t handle, void* out, tmsize_t size) {
-  TiffSource* s = SourceOf(handle);
   if (size <= 0) return 0;
-  const uint64_t n =
-      std::min<uint64_t>(static_cast<uint64_t>(size),
-                         s->offset < s->size ? s->size - s->offset : 0);
-  if (n < static_cast<uint64_t>(size)) s->short_read = true;
-  if (n == 0) return 0;
-  std::memcpy(out, s->data + s->offset, n);
-  s->offset += n;
-  return static_cast<tmsize_t>(n);
+  return static_cast<tmsize_t>(
+      SourceOf(handle)->reader.Read(out, static_cast<size_t>(size)));
 }
 
 tmsize_t WriteTiff(thandle_t, void*, tmsize_t) { return 0; }
 
 toff_t SeekTiff(thandle_t handle, toff_t offset, int whence) {
-  TiffSource* s = SourceOf(handle);
-  uint64_t base = whence == SEEK_CUR   ? s->offset
-                  : whence == SEEK_END ? s->size
-                                       : 0;
+  MemoryReader& r = SourceOf(handle)->reader;
+  const uint64_t base = whence == SEEK_CUR   ? r.offset
+                        : whence == SEEK_END ? r.data.size()
+                                             : 0;
   if (offset > UINT64_MAX - base) return static_cast<toff_t>(-1);
-  s->offset = base + offset;  // past the end is allowed; reads return 0
-  return s->offset;
+  r.offset = base + offset;  // past the end is allowed; reads return 0
+  return r.offset;
 }
 
 int CloseTiff(thandle_t) { return 0; }
-toff_t SizeTiff(thandle_t handle) { return SourceOf(handle)->size; }
+toff_t SizeTiff(thandle_t handle) {
+  return SourceOf(handle)->reader.data.size();
+}
 int MapTiff(thandle_t, void**, toff_t*) { return 0; }
 void UnmapTiff(thandle_t, void*, toff_t) {}
 
@@ -407,7 +399,7 @@ class PixelReader {
     if (source_->failed) {
       return Refuse(
           context_,
-          source_->short_read ? Refusal::kTruncated : Refusal::kCorrupt,
+          source_->reader.short_read ? Refusal::kTruncated : Refusal::kCorrupt,
           source_->message);
     }
     if (got < 0 || static_cast<size_t>(got) != expected)
@@ -435,8 +427,7 @@ class PixelReader {
 absl::StatusOr<Rgb8Image> DecodeTiff(absl::string_view encoded,
                                      const DecodeContext& context) {
   TiffSource source;
-  source.data = reinterpret_cast<const unsigned char*>(encoded.data());
-  source.size = encoded.size();
+  source.reader.data = encoded;
   std::unique_ptr<TIFFOpenOptions, OptionsFree> options(TIFFOpenOptionsAlloc());
   // No single libtiff allocation beyond what this image may need: directory
   // arrays and strip buffers come from tags an attacker writes.
@@ -453,9 +444,10 @@ absl::StatusOr<Rgb8Image> DecodeTiff(absl::string_view encoded,
       "image", "rmc", &source, ReadTiff, WriteTiff, SeekTiff, CloseTiff,
       SizeTiff, MapTiff, UnmapTiff, options.get()));
   if (tif == nullptr) {
-    return Refuse(context,
-                  source.short_read ? Refusal::kTruncated : Refusal::kCorrupt,
-                  source.failed ? source.message : "no directory");
+    return Refuse(
+        context,
+        source.reader.short_read ? Refusal::kTruncated : Refusal::kCorrupt,
+        source.failed ? source.message : "no directory");
   }
   uint32_t width = 0, height = 0;
   if (!TIFFGetField(tif.get(), TIFFTAG_IMAGEWIDTH, &width) ||
