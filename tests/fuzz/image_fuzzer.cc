@@ -40,9 +40,12 @@ void FillNewBlock(const volatile void* block, size_t size) {
     std::memset(const_cast<void*>(block), fill_byte, size);
 }
 
+void IgnoreFreedBlock(const volatile void*) {}
+
 void FillNewBlocksWith(int byte) {
-  static const bool installed =
-      __sanitizer_install_malloc_and_free_hooks(FillNewBlock, nullptr) != 0;
+  // Both hooks must be given (a null one makes the install fail).
+  static const bool installed = __sanitizer_install_malloc_and_free_hooks(
+                                    FillNewBlock, IgnoreFreedBlock) != 0;
   if (!installed) __builtin_trap();
   fill_byte = byte;
 }
