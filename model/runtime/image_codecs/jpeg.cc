@@ -4,10 +4,10 @@
 // coefficient and sample buffers are allocated.
 //
 // libjpeg reports errors by calling back; the callbacks longjmp to the
-// setjmp in ReadHeader or Decompress. Those two functions therefore keep
-// every piece of state in the caller's JpegDecoder (plain C structs) and
-// write pixels through raw pointers, so that no C++ object lives or changes
-// between a setjmp and its longjmp.
+// setjmp in ReadHeader or Decompress. Those two functions keep every piece
+// of state in the caller's JpegDecoder (plain C structs) and write pixels
+// through raw pointers: no destructor is skipped by the jump, and after it
+// they only return false (their locals' values are not used).
 
 #include <csetjmp>
 #include <cstdio>

@@ -5,9 +5,10 @@
 // last IDAT) follows. The size is checked in the header callback, before any
 // row buffer exists.
 //
-// libpng reports errors by longjmp to the setjmp in Run; Run keeps every
-// piece of state in the caller's PngDecoder and the callbacks write through
-// raw pointers, so no C++ object lives or changes across a longjmp.
+// libpng reports errors by longjmp to the setjmp in Run. Run has no locals
+// of its own and the callbacks hold no object with a destructor when they
+// raise an error, so the jump skips no destructor; all state lives in the
+// caller's PngDecoder, reached through a pointer.
 
 #include <png.h>
 
