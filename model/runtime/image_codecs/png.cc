@@ -143,6 +143,10 @@ struct DecoderCloser {
 
 absl::StatusOr<Rgb8Image> DecodePng(absl::string_view encoded,
                                     const DecodeContext& context) {
+  // libpng would wait for the rest of whatever chunk comes first; a file
+  // whose first chunk is not the header is damaged, not cut short.
+  if (encoded.size() >= 16 && encoded.substr(12, 4) != "IHDR")
+    return Refuse(context, Refusal::kCorrupt, "the first chunk is not IHDR");
   std::vector<unsigned char> raw;
   PngDecoder d;
   d.context = &context;
