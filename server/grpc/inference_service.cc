@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "model/runtime/image_decoder.h"
 #include "server/grpc/generate_reactors.h"
 #include "server/grpc/grpc_auth.h"
 #include "server/grpc/status_util.h"
@@ -90,6 +91,8 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
     return reactor;
   }
   *response = pipeline_.deps().model_info;
+  for (const std::string& format : model::AcceptedImageFormats())
+    response->add_accepted_image_formats(format);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

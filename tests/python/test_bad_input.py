@@ -4,8 +4,9 @@ code and a message that starts with the field at fault; afterwards the
 server still serves, and its metrics count every refusal.
 
 (Per-rule coverage of the validator is in request_validator_test.cc, of the
-image decoder in image_preprocessor_test.cc, and both are fuzzed.)"""
+image decoder in image_decoder_test.cc, and both are fuzzed.)"""
 
+import os
 import struct
 import zlib
 
@@ -42,6 +43,13 @@ def png_claiming(width, height):
     chunk = b"IHDR" + ihdr
     return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
             + struct.pack(">I", zlib.crc32(chunk)))
+
+
+def image_case(name):
+    """A file of the image decoder's test cases (tests/data/images)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "data", "images", name), "rb") as f:
+        return f.read()
 
 
 def wire(request, replace=None):
@@ -84,6 +92,16 @@ CASES = [
      "images[0].data"),
     ("image-header-only", wire(request(image=png_claiming(64, 64))), "INVALID_ARGUMENT",
      "images[0].data"),
+    ("image-gif-truncated", wire(request(image=image_case("gif-cut-40pct.gif"))),
+     "INVALID_ARGUMENT", "images[0].data: GIF image is truncated"),
+    ("image-jpeg-cut-after-scan-start", wire(request(image=image_case("jpeg-cut-after-sos.jpg"))),
+     "INVALID_ARGUMENT", "images[0].data: JPEG image is truncated"),
+    ("image-gif-frame-beyond-pixel-limit", wire(request(image=image_case("huge-frame.gif"))),
+     "INVALID_ARGUMENT", "images[0].data: image is 25000x25000"),
+    ("image-tiff-beyond-pixel-limit", wire(request(image=image_case("huge.tiff"))),
+     "INVALID_ARGUMENT", "images[0].data: image is 20000x20000"),
+    ("image-not-accepted-format", wire(request(image=image_case("image.ppm"))),
+     "INVALID_ARGUMENT", "images[0].data: image is in none of the accepted formats"),
     ("prompt-not-utf8", wire(request("say PROMPTXX"), (b"PROMPTXX", b"\xff\xfe\xc3(abcd")),
      "INVALID_ARGUMENT", "prompt"),
     ("prompt-too-long", wire(request("word " * 4000)), "INVALID_ARGUMENT", "prompt"),

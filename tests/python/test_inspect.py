@@ -55,7 +55,7 @@ def test_errors(tmp_path):
     junk.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     package = os.path.join(PACKAGES, "tiny-llama")
     bad_image = inspect("preprocess", "--model", package, str(junk), "--out", str(tmp_path / "x.npy"))
-    assert bad_image.returncode == 1 and "could not be decoded" in bad_image.stderr
+    assert bad_image.returncode == 1 and "PNG image is corrupt" in bad_image.stderr
     assert inspect("preprocess", "--model", package).returncode == 2
     assert inspect("frobnicate", "--model", package).returncode == 2
     missing = inspect("tokenize", "--model", str(tmp_path), "--text", "x")

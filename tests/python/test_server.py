@@ -35,6 +35,7 @@ def test_model_info(client):
     assert info.limits.max_new_tokens > 0
     assert info.default_parameters.max_new_tokens == 64
     assert info.default_parameters.temperature == 0
+    assert list(info.accepted_image_formats) == ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP"]
 
 
 def test_tokenize(client):
