@@ -14,8 +14,9 @@ namespace iblip::server {
 // reflection) and the metrics endpoint, and warms up before reporting
 // SERVING.
 //
-// Shutdown order (destructor): gRPC server (cancels what is left), metrics,
-// preprocessing pool (its tasks may still submit), engine (fails what it
+// Shutdown order (destructor): gRPC server (cancels what is left), HTTP
+// (/metrics and the chat API; streams still open end with an error event and
+// [DONE]), preprocessing pool (its tasks may still submit), engine (fails what it
 // never started), model.
 class Server {
  public:
@@ -36,7 +37,8 @@ class Server {
 
   // Graceful drain: health NOT_SERVING, new requests UNAVAILABLE, waits up to
   // `timeout` for admitted requests to finish, then stops the gRPC server
-  // (requests still running are cancelled).
+  // (requests still running are cancelled; HTTP streams end with an error
+  // event and [DONE]).
   void Drain(absl::Duration timeout);
 
  private:
