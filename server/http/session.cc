@@ -424,13 +424,38 @@ class Session final : public SessionControl,
 
   // ---- closing ----
 
-  // After the last answer: TLS close_notify, or a TCP half-close (and, when
-  // a refused body may still be coming, a bounded read-and-drop of it).
+  // After the last answer: when a refused body may still be coming, a
+  // bounded read-and-drop of it first (else closing with unread bytes
+  // resets the connection and the client may never see the answer); then
+  // TLS close_notify, or a TCP half-close.
   void Close() {
     if (closing_) return;
     closing_ = true;
     idle_armed_ = false;
     idle_timer_.cancel();
+    if (!linger_ || watching_) return FinishClose();
+    if constexpr (!kTls) {  // the answer is complete: say so at once
+      error_code ignored;
+      Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    linger_until_ = absl::Now() + kLingerTime;
+    Linger();
+  }
+
+  void Linger() {
+    const absl::Duration left = linger_until_ - absl::Now();
+    if (left <= absl::ZeroDuration()) return FinishClose();
+    if (!linger_buffer_) linger_buffer_ = std::make_unique<char[]>(kReadChunk);
+    Tcp().expires_after(Chrono(left));
+    stream_.async_read_some(net::buffer(linger_buffer_.get(), kReadChunk),
+                            [self = Self()](error_code ec, size_t) {
+                              if (ec) return self->FinishClose();
+                              self->Linger();
+                            });
+  }
+
+  void FinishClose() {
+    if (closed_) return;
     error_code ignored;
     if constexpr (kTls) {
       if (watching_) Tcp().socket().cancel(ignored);
@@ -438,22 +463,8 @@ class Session final : public SessionControl,
       stream_.async_shutdown([self = Self()](error_code) { self->CloseNow(); });
     } else {
       Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
-      if (!linger_ || watching_) return CloseNow();
-      linger_until_ = absl::Now() + kLingerTime;
-      Linger();
+      CloseNow();
     }
-  }
-
-  void Linger() {
-    const absl::Duration left = linger_until_ - absl::Now();
-    if (left <= absl::ZeroDuration()) return CloseNow();
-    if (!linger_buffer_) linger_buffer_ = std::make_unique<char[]>(kReadChunk);
-    Tcp().expires_after(Chrono(left));
-    Tcp().async_read_some(net::buffer(linger_buffer_.get(), kReadChunk),
-                          [self = Self()](error_code ec, size_t) {
-                            if (ec) return self->CloseNow();
-                            self->Linger();
-                          });
   }
 
   // Closes the socket now; whatever is in flight completes with an error.

@@ -46,9 +46,9 @@ class Response:
         return self.headers.get(name.lower())
 
 
-def read_response(sock, head=False):
-    """One response from `sock` (Content-Length, chunked, or until close)."""
-    data = b""
+def read_response(sock, head=False, data=b""):
+    """One response from `sock` (Content-Length, chunked, or until close);
+    `data`: its first bytes, read already."""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:

@@ -1,6 +1,8 @@
 """The OpenAI-compatible HTTP endpoint against the protocol: streamed chunks
 concatenate to the non-streamed answer, errors have OpenAI's shape and the
-right HTTP code, and a client that disconnects cancels its generation."""
+right HTTP code, requests that once ended the process get 4xx, HEAD,
+OPTIONS/CORS, Expect: 100-continue and the favicon, and a client that
+disconnects cancels its generation (streamed or not)."""
 
 import base64
 import http.client
@@ -10,12 +12,16 @@ import time
 
 import pytest
 
-from server_harness import png_bytes, scrape_metrics, start_server, stop_server
+from http_util import chat_body, connect, exchange, read_response, request_bytes
+from server_harness import png_bytes, run_client, scrape_metrics, start_server, stop_server
+
+ORIGIN = "https://chat.example"
 
 
 @pytest.fixture(scope="module")
 def server():
-    running = start_server("--http.enabled", "true", "--http.port", "0")
+    running = start_server("--http.enabled", "true", "--http.port", "0",
+                           "--http.cors-origins", f"{ORIGIN}, https://other.example")
     assert running.http_address
     yield running
     assert stop_server(running) == 0, "".join(running.log)
@@ -112,7 +118,9 @@ def test_unknown_path_and_method(server):
     response = connection.getresponse()
     assert response.status == 404 and "error" in json.loads(response.read())
     connection.request("GET", "/v1/chat/completions")
-    assert connection.getresponse().status == 405
+    response = connection.getresponse()
+    assert response.status == 405 and response.getheader("Allow") == "POST, OPTIONS"
+    assert json.loads(response.read())["error"]["type"] == "invalid_request_error"
 
 
 def test_a_client_that_disconnects_cancels_its_generation(server):
@@ -138,4 +146,83 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
     assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
     generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
     assert generated < 400  # stopped early, not run to the end
+    assert after[("iblip_kv_cache_slots_used", ())] == 0
+
+
+def test_the_requests_that_ended_the_process_get_4xx_and_it_serves_on(server):
+    with connect(server.http_address) as sock:  # curl --request-target $'/\xff'
+        sock.sendall(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        response, _ = read_response(sock)
+    assert response.status == 404
+    assert response.json()["error"]["message"] == "path: no such endpoint: /\ufffd"
+    usage = exchange(server.http_address, "POST", "/v1/chat/completions",
+                     chat_body(stream=True, stream_options={"include_usage": 1}))
+    assert usage.status == 400
+    assert usage.json()["error"]["param"] == "stream_options.include_usage"
+    nested = chat_body()[:-1] + ', "n": ' + "[" * 60000 + "]" * 60000 + "}"
+    assert len(nested) > 120000
+    response = exchange(server.http_address, "POST", "/v1/chat/completions", nested)
+    assert response.status == 400
+    assert "http.max_json_depth" in response.json()["error"]["message"]
+    assert server.process.poll() is None
+    ok = exchange(server.http_address, "POST", "/v1/chat/completions", chat_body(max_tokens=2))
+    assert ok.status == 200 and ok.json()["usage"]["completion_tokens"] == 2
+    health = run_client("health", "--server", server.address, "--timeout", "10")
+    assert health.returncode == 0 and "SERVING" in health.stdout
+
+
+def test_head_options_cors_expect_continue_and_favicon(server):
+    page = exchange(server.http_address, "GET", "/")
+    head = exchange(server.http_address, "HEAD", "/", head=True)
+    assert head.status == 200 and head.body == b""
+    assert head.header("content-length") == str(len(page.body))
+    icon = exchange(server.http_address, "GET", "/favicon.ico")
+    assert icon.status == 200 and icon.header("content-type") == "image/x-icon"
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(icon.body)).size == (16, 16)
+
+    preflight = exchange(server.http_address, "OPTIONS", "/v1/chat/completions",
+                         headers=[f"Origin: {ORIGIN}", "Access-Control-Request-Method: POST",
+                                  "Access-Control-Request-Headers: content-type"])
+    assert preflight.status == 204
+    assert preflight.header("access-control-allow-origin") == ORIGIN
+    assert "POST" in preflight.header("access-control-allow-methods")
+    models = exchange(server.http_address, "GET", "/v1/models", headers=[f"Origin: {ORIGIN}"])
+    assert models.header("access-control-allow-origin") == ORIGIN
+    other = exchange(server.http_address, "GET", "/v1/models",
+                     headers=["Origin: https://evil.example"])
+    assert other.status == 200 and other.header("access-control-allow-origin") is None
+
+    # Expect: 100-continue: the interim answer, then the body, then the result.
+    body = chat_body(max_tokens=2).encode()
+    with connect(server.http_address) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim, rest = read_response(sock)
+        assert interim.status == 100 and rest == b""
+        sock.sendall(body)
+        final, _ = read_response(sock)
+    assert final.status == 200 and final.json()["usage"]["completion_tokens"] == 2
+
+
+def test_a_non_streamed_request_is_cancelled_when_its_client_disconnects(server):
+    before = scrape_metrics(server)
+    cancelled = ("iblip_requests_total", (("code", "cancelled"),))
+    body = chat_body(max_tokens=400, min_tokens=400, n=4, temperature=1.0)
+    with connect(server.http_address) as sock:
+        sock.sendall(request_bytes("POST", "/v1/chat/completions", body))
+        deadline = time.monotonic() + 30
+        while scrape_metrics(server).get(("iblip_requests_running", ()), 0) < 1:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = scrape_metrics(server)
+        if after.get(cancelled, 0) > before.get(cancelled, 0):
+            break
+        time.sleep(0.05)
+    assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
+    generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
+    assert generated < 4 * 400  # stopped early, not run to the end
     assert after[("iblip_kv_cache_slots_used", ())] == 0

@@ -202,7 +202,7 @@ def test_beyond_the_connection_bound_a_fast_503(server):
             sock.close()
 
 
-def test_every_request_is_logged_and_counted(server):
+def test_every_request_is_logged_refused_ones_too(server):
     exchange(server.http_address, "GET", "/v1/models", headers=["X-Big: " + "a" * 5000])
     exchange(server.http_address, "GET", "/nowhere")
     deadline = time.monotonic() + 10
@@ -210,12 +210,4 @@ def test_every_request_is_logged_and_counted(server):
     while not pattern.search("".join(server.log)):
         assert time.monotonic() < deadline, "no access-log line for GET /nowhere"
         time.sleep(0.05)
-    log = "".join(server.log)
-    assert re.search(r'http api \S+ "GET /v1/models" 431 ', log)
-    samples = scrape_metrics(server)
-    counted = {labels: v for (name, labels), v in samples.items()
-               if name == "iblip_http_responses_total"}
-    assert counted[(("code", "404"), ("listener", "api"), ("route", "-"))] >= 1
-    assert counted[(("code", "431"), ("listener", "api"), ("route", "-"))] >= 1
-    assert counted[(("code", "200"), ("listener", "api"), ("route", "/v1/models"))] >= 1
-    assert counted[(("code", "200"), ("listener", "metrics"), ("route", "/metrics"))] >= 1
+    assert re.search(r'http api \S+ "GET /v1/models" 431 ', "".join(server.log))

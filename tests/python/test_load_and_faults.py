@@ -15,7 +15,6 @@ alone in engine_test.cc (AFailingRequestFailsAlone)."""
 
 import io
 import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import pytest
 from PIL import Image
 
 from iblip_client import Client, build_request
-from server_harness import scrape_metrics, start_server, stop_server
+from server_harness import scrape_metrics, start_server, stop_server, terminate
 
 LOAD_REQUESTS = 2000
 LOAD_CLIENTS = 64
@@ -191,7 +190,7 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
                 t.start()
             for _ in range(16):  # the running ones have started streaming
                 assert first_messages.acquire(timeout=30)
-            server.process.send_signal(signal.SIGTERM)
+            terminate(server)
             time.sleep(0.2)
             with pytest.raises(grpc.RpcError) as refused:
                 client.generate_unary(IMAGES[0], "late", max_new_tokens=2)
