@@ -52,6 +52,19 @@ HttpLimits LimitsFrom(const config::HttpConfig& http) {
   return limits;
 }
 
+HttpServer::Listener MakeListener(const char* name, const std::string& host,
+                                  uint32_t port, const config::HttpConfig& http,
+                                  std::shared_ptr<const Router> router) {
+  HttpServer::Listener listener;
+  listener.name = name;
+  listener.host = host;
+  listener.port = static_cast<int>(port);
+  listener.max_connections = static_cast<int>(http.max_connections());
+  listener.limits = LimitsFrom(http);
+  listener.router = std::move(router);
+  return listener;
+}
+
 std::vector<std::string> Origins(const std::string& list) {
   std::vector<std::string> origins;
   for (absl::string_view origin : absl::StrSplit(list, ',')) {
@@ -81,14 +94,9 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(
     auto router = std::make_shared<Router>();
     AddMetricsRoute(*router, deps.registry);
     if (!config.auth().metrics_exempt()) router->RequireKey("/", deps.auth);
-    HttpServer::Listener metrics;
-    metrics.name = "metrics";
-    metrics.host = config.host();
-    metrics.port = static_cast<int>(config.metrics_port());
-    metrics.max_connections = static_cast<int>(http.max_connections());
-    metrics.limits = LimitsFrom(http);
+    HttpServer::Listener metrics = MakeListener(
+        "metrics", config.host(), config.metrics_port(), http, router);
     metrics.limits.max_body_bytes = 0;  // scrapes send none
-    metrics.router = std::move(router);
     options.listeners.push_back(std::move(metrics));
   }
   if (http.enabled()) {
@@ -104,13 +112,8 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(
     auto router = std::make_shared<Router>();
     AddApiRoutes(*router, api);
     router->AllowOrigins(Origins(http.cors_origins()));
-    HttpServer::Listener listener;
-    listener.name = "api";
-    listener.host = config.host();
-    listener.port = static_cast<int>(http.port());
-    listener.max_connections = static_cast<int>(http.max_connections());
-    listener.limits = LimitsFrom(http);
-    listener.router = std::move(router);
+    HttpServer::Listener listener =
+        MakeListener("api", config.host(), http.port(), http, router);
     if (http.tls()) {
       listener.tls = {config.tls().cert_file(), config.tls().key_file(),
                       config.tls().client_ca_file()};

@@ -24,17 +24,19 @@ namespace iblip::server::http {
 // client holds no thread; `handler_threads` run route handlers (JSON
 // parsing, serializing metrics), so CPU work never delays I/O.
 //
-// Per connection: see session.cc. Beyond a listener's `max_connections`,
-// new connections get a 503 at once (bounded in turn: beyond twice the
-// bound they are closed unanswered). Every request, refused ones included,
-// is logged (LogAccess) and passed to `on_exchange` (metrics).
+// Per connection: see session.cc. At a listener's `max_connections`, the
+// connection that has waited longest for a request is closed to make room;
+// when every connection is busy, new ones get a 503 at once (bounded in
+// turn: beyond twice the bound they are closed unanswered). Every request,
+// refused ones included, is logged (LogAccess) and passed to `on_exchange`
+// (metrics).
 class HttpServer {
  public:
   struct Listener {
     std::string name;  // "api", "metrics": in the log and the metrics
     std::string host = "127.0.0.1";
     int port = 0;  // 0 picks a free port
-    int max_connections = 64;
+    int max_connections = 256;
     HttpLimits limits;
     std::shared_ptr<const Router> router;
     TlsFiles tls;  // none: plaintext

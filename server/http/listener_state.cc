@@ -1,5 +1,8 @@
 #include "server/http/listener_state.h"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace iblip::server::http {
 
 ListenerState::ListenerState(
@@ -16,8 +19,28 @@ ListenerState::ListenerState(
       on_exchange_(std::move(on_exchange)) {}
 
 ListenerState::Slot ListenerState::TakeSlot() {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (serving_ < max_connections_) {
+      ++serving_;
+      return Slot::kServe;
+    }
+  }
+  // Oldest first. (The sessions are released outside the lock: a last
+  // reference would unregister, which locks.)
+  std::vector<std::shared_ptr<SessionControl>> waiting = LiveSessions();
+  std::sort(waiting.begin(), waiting.end(), [](const auto& a, const auto& b) {
+    const int64_t x = a->WaitingSinceNanos(), y = b->WaitingSinceNanos();
+    return (x == 0 ? INT64_MAX : x) < (y == 0 ? INT64_MAX : y);
+  });
+  bool evicted = false;
+  for (const auto& session : waiting) {
+    if (session->WaitingSinceNanos() == 0) break;
+    if ((evicted = session->Evict())) break;
+  }
   absl::MutexLock lock(&mutex_);
-  if (serving_ < max_connections_) {
+  if (evicted) {
+    // Its slot is ours; the count drops back when it is gone.
     ++serving_;
     return Slot::kServe;
   }

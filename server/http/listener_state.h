@@ -33,6 +33,12 @@ class SessionControl {
   // Only once the I/O threads have stopped: the reply stops waking the
   // connection (its engine may still deliver results for a while).
   virtual void DetachReply() = 0;
+  // Since when the connection has been waiting for a request (idle, or its
+  // header still arriving); 0 while it is busy with one. Thread-safe.
+  virtual int64_t WaitingSinceNanos() const = 0;
+  // Closes the connection if it is still waiting for a request. False when
+  // it is busy (or evicted already). Thread-safe.
+  virtual bool Evict() = 0;
 };
 
 class ListenerState {
@@ -53,6 +59,10 @@ class ListenerState {
   boost::asio::thread_pool& handlers() { return handlers_; }
   boost::asio::ssl::context* tls() const { return tls_.get(); }
 
+  // At the bound, the connection that has waited longest for a request
+  // (idle keep-alive, or a header trickling in) is closed to make room, so
+  // clients that hold connections without using them cannot lock others
+  // out; only when every connection is busy does a new one get 503.
   Slot TakeSlot();
   // A session that took `slot`, while it lives.
   uint64_t Register(Slot slot, std::weak_ptr<SessionControl> session);

@@ -4,6 +4,7 @@
 // connection that is slow or silent costs its socket and buffers only.
 //
 // Per request:
+//   [TLS handshake (header timeout)]
 //   wait for a first byte (idle timeout; closes silently)
 //   -> header (header timeout, header limit) -> AdmitRequest: limits, route,
 //      method, API key, CORS, all before any body byte is read
@@ -14,6 +15,7 @@
 //      the write timeout
 //   -> access log + metrics; keep-alive: next request.
 
+#include <atomic>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -46,6 +48,7 @@ using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kLingerChunk = 64 * 1024;
 // After refusing a request whose body is still coming, its bytes are read
 // and dropped for this long, so the client sees the answer rather than a
 // reset connection.
@@ -97,6 +100,7 @@ class Session final : public SessionControl,
   void Run() {
     id_ = listener_->Register(slot_, this->weak_from_this());
     if constexpr (kTls) {
+      SetWaiting(slot_ == ListenerState::Slot::kServe);
       Tcp().expires_after(Chrono(Limits().header_timeout));
       stream_.async_handshake(
           net::ssl::stream_base::server,
@@ -114,12 +118,35 @@ class Session final : public SessionControl,
     if (reply_) reply_->SetWaker(nullptr);
   }
 
+  int64_t WaitingSinceNanos() const override { return waiting_since_.load(); }
+
+  bool Evict() override {
+    if (waiting_since_.exchange(0) == 0) return false;
+    net::post(executor_, [self = Self()] {
+      if (!self->waiting_ || self->closing_) return;  // busy since
+      if (self->exchange_open_) {
+        self->exchange_.note =
+            "closed at http.max_connections: its header was still arriving";
+      }
+      self->CloseNow();
+    });
+    return true;
+  }
+
  private:
   std::shared_ptr<Session> Self() { return this->shared_from_this(); }
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
   const HttpLimits& Limits() const { return listener_->limits(); }
 
+  // Waiting for a request (TLS handshake, idle, header arriving): a connection
+  // TakeSlot may close to make room.
+  void SetWaiting(bool waiting) {
+    waiting_ = waiting;
+    waiting_since_.store(waiting ? absl::GetCurrentTimeNanos() : 0);
+  }
+
   void OnHandshake(error_code ec) {
+    SetWaiting(false);
     if (closed_) return;
     if (ec) {
       exchange_.start = absl::Now();
@@ -159,6 +186,7 @@ class Session final : public SessionControl,
   void AwaitRequest() {
     if (stopping_) return Close();
     if (buffer_.size() > 0) return ReadHeader();  // pipelined
+    SetWaiting(true);
     idle_armed_ = true;
     idle_timer_.expires_after(Chrono(Limits().idle_timeout));
     idle_timer_.async_wait([weak = this->weak_from_this()](error_code ec) {
@@ -203,6 +231,7 @@ class Session final : public SessionControl,
     exchange_ = Exchange();
     exchange_.start = absl::Now();
     exchange_open_ = true;
+    SetWaiting(true);
     parser_.emplace();
     ConfigureParser(*parser_, Limits());
     Tcp().expires_after(Chrono(Limits().header_timeout));
@@ -212,6 +241,7 @@ class Session final : public SessionControl,
   }
 
   void OnHeader(error_code ec, size_t) {
+    SetWaiting(false);
     if (closing_) return;
     if (ec) return OnReadError(ec, "header");
     Admission admission =
@@ -445,9 +475,10 @@ class Session final : public SessionControl,
   void Linger() {
     const absl::Duration left = linger_until_ - absl::Now();
     if (left <= absl::ZeroDuration()) return FinishClose();
-    if (!linger_buffer_) linger_buffer_ = std::make_unique<char[]>(kReadChunk);
+    if (!linger_buffer_)
+      linger_buffer_ = std::make_unique<char[]>(kLingerChunk);
     Tcp().expires_after(Chrono(left));
-    stream_.async_read_some(net::buffer(linger_buffer_.get(), kReadChunk),
+    stream_.async_read_some(net::buffer(linger_buffer_.get(), kLingerChunk),
                             [self = Self()](error_code ec, size_t) {
                               if (ec) return self->FinishClose();
                               self->Linger();
@@ -471,6 +502,7 @@ class Session final : public SessionControl,
   void CloseNow() {
     if (closed_) return;
     closed_ = closing_ = true;
+    SetWaiting(false);
     idle_armed_ = false;
     idle_timer_.cancel();
     if (exchange_open_ && exchange_.note.empty())
@@ -490,6 +522,8 @@ class Session final : public SessionControl,
   const net::any_io_executor executor_;  // the connection's strand
   net::steady_timer idle_timer_;
   uint64_t id_ = 0;
+  bool waiting_ = false;                   // see SetWaiting
+  std::atomic<int64_t> waiting_since_{0};  // read by other threads
 
   beast::flat_buffer buffer_;
   std::optional<RequestParser> parser_;

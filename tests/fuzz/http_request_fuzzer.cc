@@ -20,23 +20,13 @@ namespace {
 using namespace iblip::server::http;  // NOLINT: a fuzz target
 
 struct Setup {
-  Setup() : auth(iblip::server::ApiKeyAuth::FromKeys({"fuzz-key"})) {
+  Setup() {
     limits.max_header_bytes = 2048;
     limits.max_url_bytes = 1024;
     limits.max_body_bytes = 256 * 1024;
-    ApiOptions api;
-    api.model_id = "fuzz-model";
-    api.backend = &backend;
-    api.auth = auth.get();
-    api.json.max_depth = 16;
-    api.json.max_elements = 512;
-    AddApiRoutes(router, api);
-    router.AllowOrigins({"https://ok.example"});
   }
-  FakeChatBackend backend;
-  std::unique_ptr<iblip::server::ApiKeyAuth> auth;
+  FakeApi api{"fuzz-key", JsonLimits{/*max_depth=*/16, /*max_elements=*/512}};
   HttpLimits limits;
-  Router router;
 };
 
 }  // namespace
@@ -44,8 +34,8 @@ struct Setup {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Setup* setup = new Setup();
   const std::string bytes(reinterpret_cast<const char*>(data), size);
-  const std::string out = ServeRawRequests(bytes, setup->router, setup->limits,
-                                           absl::Milliseconds(100));
+  const std::string out = ServeRawRequests(
+      bytes, setup->api.router, setup->limits, absl::Milliseconds(100));
   if (out.empty()) return 0;
   if (!absl::StartsWith(out, "HTTP/1.")) __builtin_trap();
   // HEAD answers have a length but no body: only whole-message checks then.

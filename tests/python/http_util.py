@@ -126,11 +126,15 @@ def data_url(image=None):
     return "data:image/png;base64," + base64.b64encode(image or png_bytes()).decode()
 
 
-def chat_body(text="describe the image", image=True, **fields):
+def user_message(text, image=True):
     content = [{"type": "text", "text": text}]
     if image:
         content.insert(0, {"type": "image_url", "image_url": {"url": data_url()}})
-    return json.dumps({"messages": [{"role": "user", "content": content}], **fields})
+    return {"role": "user", "content": content}
+
+
+def chat_body(text="describe the image", image=True, **fields):
+    return json.dumps({"messages": [user_message(text, image)], **fields})
 
 
 def events(text):

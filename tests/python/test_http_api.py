@@ -4,7 +4,6 @@ right HTTP code, requests that once ended the process get 4xx, HEAD,
 OPTIONS/CORS, Expect: 100-continue and the favicon, and a client that
 disconnects cancels its generation (streamed or not)."""
 
-import base64
 import http.client
 import json
 import socket
@@ -12,8 +11,9 @@ import time
 
 import pytest
 
-from http_util import chat_body, connect, exchange, read_response, request_bytes
-from server_harness import png_bytes, run_client, scrape_metrics, start_server, stop_server
+from http_util import (chat_body, connect, events, exchange, read_response, request_bytes,
+                       user_message)
+from server_harness import run_client, scrape_metrics, start_server, stop_server
 
 ORIGIN = "https://chat.example"
 
@@ -27,17 +27,6 @@ def server():
     assert stop_server(running) == 0, "".join(running.log)
 
 
-def data_url(image=None):
-    return "data:image/png;base64," + base64.b64encode(image or png_bytes()).decode()
-
-
-def user(text, image=True):
-    content = [{"type": "text", "text": text}]
-    if image:
-        content.insert(0, {"type": "image_url", "image_url": {"url": data_url()}})
-    return {"role": "user", "content": content}
-
-
 def post(server, body, raw=False):
     host, port = server.http_address.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -46,11 +35,6 @@ def post(server, body, raw=False):
                        {"Content-Type": "application/json"})
     response = connection.getresponse()
     return response.status, response.getheader("Content-Type"), response.read().decode()
-
-
-def events(text):
-    """The data: payloads of a server-sent event stream."""
-    return [block[len("data: "):] for block in text.split("\n\n") if block.startswith("data: ")]
 
 
 def test_models_lists_the_served_model(server):
@@ -62,7 +46,7 @@ def test_models_lists_the_served_model(server):
 
 
 def test_stream_concatenates_to_the_non_streamed_answer(server):
-    body = {"messages": [user("describe the image")], "max_tokens": 20, "min_tokens": 20}
+    body = {"messages": [user_message("describe the image")], "max_tokens": 20, "min_tokens": 20}
     status, _, text = post(server, body)
     assert status == 200, text
     answer = json.loads(text)
@@ -84,8 +68,8 @@ def test_stream_concatenates_to_the_non_streamed_answer(server):
 
 
 def test_multi_turn_and_n_choices(server):
-    body = {"messages": [user("what is it?"), {"role": "assistant", "content": "a thing"},
-                         user("and its color?", image=False)],
+    body = {"messages": [user_message("what is it?"), {"role": "assistant", "content": "a thing"},
+                         user_message("and its color?", image=False)],
             "max_tokens": 4, "n": 2, "temperature": 0.8, "seed": 11}
     status, _, text = post(server, body)
     assert status == 200, text
@@ -94,13 +78,13 @@ def test_multi_turn_and_n_choices(server):
 
 @pytest.mark.parametrize("body, code, param", [
     ("{not json", 400, "body"),
-    ({"messages": [user("no image", image=False)]}, 400, "messages"),
+    ({"messages": [user_message("no image", image=False)]}, 400, "messages"),
     ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]},
      400, "messages[0].content[0].image_url"),
-    ({"messages": [user("hi")], "temperature": -1}, 400, "temperature"),
-    ({"messages": [user("hi")], "top_p": 1.5}, 400, "top_p"),
-    ({"messages": [user("hi")], "max_tokens": 100000}, 400, "max_tokens"),
+    ({"messages": [user_message("hi")], "temperature": -1}, 400, "temperature"),
+    ({"messages": [user_message("hi")], "top_p": 1.5}, 400, "top_p"),
+    ({"messages": [user_message("hi")], "max_tokens": 100000}, 400, "max_tokens"),
 ])
 def test_errors_have_openai_shape_and_status(server, body, code, param):
     status, content_type, text = post(server, body, raw=isinstance(body, str))
@@ -125,8 +109,7 @@ def test_unknown_path_and_method(server):
 
 def test_a_client_that_disconnects_cancels_its_generation(server):
     before = scrape_metrics(server)
-    cancelled = ("iblip_requests_total", (("code", "cancelled"),))
-    body = json.dumps({"messages": [user("describe")], "max_tokens": 400, "min_tokens": 400,
+    body = json.dumps({"messages": [user_message("describe")], "max_tokens": 400, "min_tokens": 400,
                        "stream": True}).encode()
     host, port = server.http_address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as s:
@@ -137,6 +120,13 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
         while b"data: " not in received:
             received += s.recv(4096)
         assert b"200 OK" in received
+    assert_cancelled_early(server, before, planned_tokens=400)
+
+
+def assert_cancelled_early(server, before, planned_tokens):
+    """One more request ends cancelled, before its `planned_tokens`, and its
+    KV cache slots are free again."""
+    cancelled = ("iblip_requests_total", (("code", "cancelled"),))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         after = scrape_metrics(server)
@@ -145,7 +135,7 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
         time.sleep(0.05)
     assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
     generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
-    assert generated < 400  # stopped early, not run to the end
+    assert generated < planned_tokens  # stopped early, not run to the end
     assert after[("iblip_kv_cache_slots_used", ())] == 0
 
 
@@ -208,7 +198,6 @@ def test_head_options_cors_expect_continue_and_favicon(server):
 
 def test_a_non_streamed_request_is_cancelled_when_its_client_disconnects(server):
     before = scrape_metrics(server)
-    cancelled = ("iblip_requests_total", (("code", "cancelled"),))
     body = chat_body(max_tokens=400, min_tokens=400, n=4, temperature=1.0)
     with connect(server.http_address) as sock:
         sock.sendall(request_bytes("POST", "/v1/chat/completions", body))
@@ -216,13 +205,4 @@ def test_a_non_streamed_request_is_cancelled_when_its_client_disconnects(server)
         while scrape_metrics(server).get(("iblip_requests_running", ()), 0) < 1:
             assert time.monotonic() < deadline, "the request never started"
             time.sleep(0.01)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        after = scrape_metrics(server)
-        if after.get(cancelled, 0) > before.get(cancelled, 0):
-            break
-        time.sleep(0.05)
-    assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
-    generated = after[("iblip_generated_tokens_total", ())] - before[("iblip_generated_tokens_total", ())]
-    assert generated < 4 * 400  # stopped early, not run to the end
-    assert after[("iblip_kv_cache_slots_used", ())] == 0
+    assert_cancelled_early(server, before, planned_tokens=4 * 400)

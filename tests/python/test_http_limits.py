@@ -4,8 +4,7 @@ values; slow and idle clients timed out without keeping anyone else from
 being served (the API and /metrics); the connection bound; an access-log
 line for every request, refused ones included."""
 
-import json
-import os
+import contextlib
 import re
 import threading
 import time
@@ -25,7 +24,7 @@ def server():
         "--http.enabled", "true", "--http.port", "0",
         "--http.max-header-bytes", "4096", "--http.max-url-bytes", "1024",
         "--http.max-json-depth", "16", "--http.max-json-elements", "1000",
-        "--http.header-timeout-s", "1", "--http.body-timeout-s", "1",
+        "--http.header-timeout-s", "1", "--http.body-timeout-s", "3",
         "--http.idle-timeout-s", "2", "--http.max-connections", str(MAX_CONNECTIONS))
     yield running
     assert stop_server(running) == 0, "".join(running.log)
@@ -80,7 +79,8 @@ def test_a_body_of_tiny_values_costs_about_its_own_size(server):
     assert growth < 2 * len(body)
     # A 28 MiB body is over the default limit: refused from its header.
     with connect(server.http_address) as sock:
-        sock.sendall(request_bytes("POST", "/v1/chat/completions", b"[" * (28 * 2**20)))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (28 * 2**20))
         assert read_response(sock)[0].status == 413
 
 
@@ -95,73 +95,75 @@ def drip(sock, data, stop):
             return
 
 
-def test_slow_clients_do_not_keep_others_waiting(server):
+@contextlib.contextmanager
+def slow_clients(address, count, data):
+    """`count` connections, each sending `data` a byte every 0.3 s; closed
+    on exit."""
     stop = threading.Event()
-    slow = []
+    sockets = []
     try:
-        for i in range(MAX_CONNECTIONS // 2):
-            sock = connect(server.http_address)
-            slow.append(sock)
-            if i % 2:  # a header, a byte at a time
-                threading.Thread(target=drip, args=(sock, request_bytes("GET", "/v1/models"), stop),
-                                 daemon=True).start()
-            else:  # a body that never comes whole
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                             b"Content-Length: 100000\r\n\r\n{\"messages\"")
-        for method, target, body in (("GET", "/v1/models", b""),
-                                     ("POST", "/v1/chat/completions", chat_body(max_tokens=2))):
-            started = time.monotonic()
-            response = exchange(server.http_address, method, target, body)
-            took = time.monotonic() - started
-            assert response.status == 200, response.body
-            assert took < 1.0, f"{target} took {took:.2f} s next to slow clients"
-        started = time.monotonic()
-        scrape_metrics(server)
-        assert time.monotonic() - started < 1.0
+        for _ in range(count):
+            sockets.append(connect(address))
+            threading.Thread(target=drip, args=(sockets[-1], data, stop), daemon=True).start()
+        yield sockets
     finally:
         stop.set()
-        for sock in slow:
+        for sock in sockets:
             sock.close()
+
+
+def timed(what, *args, **kwargs):
+    started = time.monotonic()
+    result = what(*args, **kwargs)
+    return result, time.monotonic() - started
+
+
+def within_a_second(what, *args, **kwargs):
+    result, took = timed(what, *args, **kwargs)
+    assert took < 1.0, f"took {took:.2f} s next to slow clients"
+    return result
+
+
+def test_slow_clients_do_not_keep_others_waiting(server):
+    """Every connection taken by a slow client: new ones are served anyway
+    (one waiting for its header makes room), at once."""
+    half = MAX_CONNECTIONS // 2
+    body_start = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 100000\r\n\r\n{\"messages\"")
+    chat = chat_body(max_tokens=2)
+    alone = timed(exchange, server.http_address, "POST", "/v1/chat/completions", chat)[1]
+    with slow_clients(server.http_address, half, request_bytes("GET", "/v1/models")), \
+            slow_clients(server.http_address, half, b"") as bodies:
+        for sock in bodies:  # a body that never comes whole
+            sock.sendall(body_start)
+        models = within_a_second(exchange, server.http_address, "GET", "/v1/models")
+        assert models.status == 200
+        within_a_second(scrape_metrics, server)
+        # A generation takes what it takes (this machine may be busy): the
+        # slow clients add less than a second to it.
+        response, took = timed(exchange, server.http_address, "POST", "/v1/chat/completions",
+                               chat)
+        assert response.status == 200, response.body
+        assert took < alone + 1.0, (took, alone)
 
 
 def test_metrics_stay_scrapeable_whatever_one_client_does(server):
-    stop = threading.Event()
-    hogs = []
-    try:
-        for _ in range(MAX_CONNECTIONS - 2):
-            sock = connect(server.metrics_address)
-            hogs.append(sock)
-            threading.Thread(target=drip, args=(sock, request_bytes("GET", "/metrics"), stop),
-                             daemon=True).start()
-        unread = connect(server.metrics_address)  # asks, never reads
-        hogs.append(unread)
-        for _ in range(20):
-            unread.sendall(request_bytes("GET", "/metrics"))
-        started = time.monotonic()
-        samples = scrape_metrics(server)
-        assert time.monotonic() - started < 1.0
+    with slow_clients(server.metrics_address, MAX_CONNECTIONS, request_bytes("GET", "/metrics")), \
+            slow_clients(server.metrics_address, 1, b"") as unread:
+        for _ in range(20):  # asks, never reads
+            unread[0].sendall(request_bytes("GET", "/metrics"))
+        samples = within_a_second(scrape_metrics, server)
         assert ("iblip_kv_cache_slots", ()) in samples
-    finally:
-        stop.set()
-        for sock in hogs:
-            sock.close()
 
 
 def test_timeouts_close_slow_and_idle_connections(server):
-    stop = threading.Event()
-    try:
-        header = connect(server.http_address)
-        threading.Thread(target=drip, args=(header, request_bytes("GET", "/v1/models"), stop),
-                         daemon=True).start()
-        body = connect(server.http_address)
+    with slow_clients(server.http_address, 1, request_bytes("GET", "/v1/models")) as (header,), \
+            connect(server.http_address) as body, connect(server.http_address) as idle:
         body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-        idle = connect(server.http_address)
         idle.sendall(request_bytes("GET", "/v1/models"))
         assert read_response(idle)[0].status == 200
         assert not closed_within(idle, 1.0)  # idle_timeout_s is 2
         assert closed_within(header, 5) and closed_within(body, 5) and closed_within(idle, 5)
-    finally:
-        stop.set()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         log = "".join(server.log)
@@ -173,20 +175,18 @@ def test_timeouts_close_slow_and_idle_connections(server):
         pytest.fail("no access-log line for the timed-out requests")
 
 
-def test_beyond_the_connection_bound_a_fast_503(server):
+def test_when_every_connection_is_busy_a_fast_503():
+    server = start_server("--http.enabled", "true", "--http.port", "0",
+                          "--http.max-connections", "4")
     held = []
     try:
-        # Wait for earlier tests' connections to be gone, then fill the bound.
-        deadline = time.monotonic() + 10
-        while len(held) < MAX_CONNECTIONS:
+        for _ in range(4):  # bodies still arriving: busy, so none makes room
             sock = connect(server.http_address)
-            sock.sendall(request_bytes("GET", "/v1/models"))
-            if read_response(sock)[0].status == 200:
-                held.append(sock)
-            else:
-                sock.close()
-                assert time.monotonic() < deadline, "slots never freed"
-                time.sleep(0.1)
+            held.append(sock)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n")
+            assert read_response(sock)[0].status == 100  # reading the body now
+            sock.sendall(b"{")
         started = time.monotonic()
         refused = exchange(server.http_address, "GET", "/v1/models")
         assert refused.status == 503 and time.monotonic() - started < 1.0
@@ -200,6 +200,7 @@ def test_beyond_the_connection_bound_a_fast_503(server):
     finally:
         for sock in held:
             sock.close()
+        assert stop_server(server) == 0, "".join(server.log)
 
 
 def test_every_request_is_logged_refused_ones_too(server):

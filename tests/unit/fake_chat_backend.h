@@ -56,4 +56,22 @@ class FakeChatBackend final : public ChatBackend {
   std::atomic<int> cancels_{0};
 };
 
+// The server's API routes (AddApiRoutes) over a FakeChatBackend, with one
+// API key and one allowed CORS origin (https://ok.example).
+struct FakeApi {
+  FakeApi(const std::string& key, JsonLimits json)
+      : auth(ApiKeyAuth::FromKeys({key})) {
+    ApiOptions api;
+    api.model_id = "test-model";
+    api.backend = &backend;
+    api.auth = auth.get();
+    api.json = json;
+    AddApiRoutes(router, api);
+    router.AllowOrigins({"https://ok.example"});
+  }
+  FakeChatBackend backend;
+  std::unique_ptr<ApiKeyAuth> auth;
+  Router router;
+};
+
 }  // namespace iblip::server::http

@@ -28,26 +28,18 @@ constexpr char kKey[] = "test-key";
 
 class HttpExchangeTest : public ::testing::Test {
  protected:
-  HttpExchangeTest() : auth_(ApiKeyAuth::FromKeys({kKey})) {
+  HttpExchangeTest() {
     limits_.max_header_bytes = 2048;
     limits_.max_url_bytes = 512;
     limits_.max_body_bytes = 4096;
-    ApiOptions api;
-    api.model_id = "test-model";
-    api.backend = &backend_;
-    api.auth = auth_.get();
-    api.json.max_depth = 8;
-    api.json.max_elements = 64;
-    AddApiRoutes(router_, api);
-    router_.AllowOrigins({"https://ok.example"});
-    router_.Get("/boom", [](HttpRequest&) -> Reply {
+    api_.router.Get("/boom", [](HttpRequest&) -> Reply {
       throw std::runtime_error("handler bug");
     });
   }
 
   std::vector<ParsedResponse> Serve(const std::string& bytes,
                                     bool head = false) {
-    return ParseResponses(ServeRawRequests(bytes, router_, limits_), head);
+    return ParseResponses(ServeRawRequests(bytes, api_.router, limits_), head);
   }
   ParsedResponse ServeOne(const std::string& bytes, bool head = false) {
     auto responses = Serve(bytes, head);
@@ -64,10 +56,8 @@ class HttpExchangeTest : public ::testing::Test {
     return body["error"];
   }
 
-  FakeChatBackend backend_;
-  std::unique_ptr<ApiKeyAuth> auth_;
+  FakeApi api_{kKey, JsonLimits{/*max_depth=*/8, /*max_elements=*/64}};
   HttpLimits limits_;
-  Router router_;
 };
 
 // The three requests that ended the process before this layer existed.

@@ -255,14 +255,55 @@ TEST_F(HttpServerTest, HeaderBodyAndIdleTimeoutsClose) {
   EXPECT_TRUE(WaitForNote("timed out reading the body (http.body_timeout_s)"));
 }
 
-TEST_F(HttpServerTest, BeyondTheConnectionBoundA503AtOnce) {
+TEST_F(HttpServerTest, AtTheBoundIdleAndSlowConnectionsMakeRoom) {
+  HttpLimits limits;
+  limits.header_timeout = absl::Seconds(30);
+  StartServer(limits, /*max_connections=*/4);
+  Client idle(port_);
+  ASSERT_TRUE(idle.Send(testing::Request("GET", "/fast")));
+  idle.ReadResponse();
+  std::vector<std::unique_ptr<Client>> slow;
+  for (int i = 0; i < 3; ++i) {
+    slow.push_back(std::make_unique<Client>(port_));
+    ASSERT_TRUE(slow.back()->Send("GET /fast HTTP/1.1\r\nX-Slow: "));
+  }
+  // Four new clients (kept open): each takes the place of the one that has
+  // waited longest for a request, the idle one first.
+  std::vector<std::unique_ptr<Client>> fresh;
+  for (int i = 0; i < 4; ++i) {
+    fresh.push_back(std::make_unique<Client>(port_));
+    ASSERT_TRUE(fresh.back()->Send(testing::Request("GET", "/fast")));
+    auto responses = testing::ParseResponses(fresh.back()->ReadResponse());
+    ASSERT_EQ(responses.size(), 1u);
+    EXPECT_EQ(responses[0].status, 200);
+    if (i == 0) {
+      idle.ReadToClose();
+      EXPECT_TRUE(idle.closed());
+    }
+  }
+  for (auto& client : slow) {
+    client->ReadToClose();
+    EXPECT_TRUE(client->closed());
+  }
+  EXPECT_TRUE(
+      WaitForNote("closed at http.max_connections: its header was still "
+                  "arriving"));
+}
+
+TEST_F(HttpServerTest, WhenEveryConnectionIsBusyA503AtOnce) {
   StartServer(HttpLimits(), /*max_connections=*/2);
   auto first = std::make_unique<Client>(port_);
   Client second(port_);
-  ASSERT_TRUE(first->Send(testing::Request("GET", "/fast")));
-  ASSERT_TRUE(second.Send(testing::Request("GET", "/fast")));
-  first->ReadResponse();
-  second.ReadResponse();
+  ASSERT_TRUE(first->Send(testing::Request("GET", "/hold")));
+  ASSERT_TRUE(second.Send(testing::Request("GET", "/hold")));
+  for (absl::Time deadline = absl::Now() + absl::Seconds(10);;) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (replies_.size() == 2) break;
+    }
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
   Client third(port_);
   auto refused = testing::ParseResponses(third.ReadResponse());
   ASSERT_EQ(refused.size(), 1u);
