@@ -150,8 +150,38 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
         absl::StrCat("config: http.history must be latest or transcript, got '",
                      config.http().history(), "'"));
   }
-  if (config.http().port() > 65535)
-    return OutOfRange("http.port", config.http().port(), "must be <= 65535");
+  HttpConfig& http = *config.mutable_http();
+  if (http.port() > 65535)
+    return OutOfRange("http.port", http.port(), "must be <= 65535");
+  if (!http.has_max_body_bytes()) {
+    // A base64 data: URL of the largest image, plus room for the rest.
+    http.set_max_body_bytes((limits.max_image_bytes() + 2) / 3 * 4 + kMiB);
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, uint32_t>{"http.io_threads", http.io_threads()},
+        {"http.handler_threads", http.handler_threads()},
+        {"http.max_connections", http.max_connections()},
+        {"http.idle_timeout_s", http.idle_timeout_s()},
+        {"http.header_timeout_s", http.header_timeout_s()},
+        {"http.body_timeout_s", http.body_timeout_s()},
+        {"http.write_timeout_s", http.write_timeout_s()}}) {
+    if (value == 0) return OutOfRange(name, 0, "must be >= 1");
+  }
+  if (http.max_header_bytes() < 1024)
+    return OutOfRange("http.max_header_bytes", http.max_header_bytes(),
+                      "must be >= 1024");
+  if (http.max_url_bytes() < 64 ||
+      http.max_url_bytes() > http.max_header_bytes()) {
+    return OutOfRange("http.max_url_bytes", http.max_url_bytes(),
+                      "must be in [64, http.max_header_bytes]");
+  }
+  // A chat body nests 6 deep: body, messages, message, content, part, url.
+  if (http.max_json_depth() < 8)
+    return OutOfRange("http.max_json_depth", http.max_json_depth(),
+                      "must be >= 8");
+  if (http.max_json_elements() < 16)
+    return OutOfRange("http.max_json_elements", http.max_json_elements(),
+                      "must be >= 16");
 
   const LoggingConfig& logging = config.logging();
   if (logging.level() != "trace" && logging.level() != "debug" &&

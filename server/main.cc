@@ -3,13 +3,16 @@
 // Every configuration option is also a flag (--help lists them); flags
 // override the config file. Prints one line to stdout once it is ready
 // ("iblip-server ready grpc=HOST:PORT metrics=HOST:PORT"); logs go to
-// stderr. SIGTERM/SIGINT drain gracefully, then exit 0. Exit 1 when the
-// server cannot start, 2 on a bad command line.
+// stderr. SIGTERM/SIGINT drain gracefully, then exit 0; a second one during
+// the drain exits at once (status 1). Exit 1 when the server cannot start,
+// 2 on a bad command line.
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -138,8 +141,19 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  spdlog::info("received signal {}: draining (up to {} s)", signal_number,
-               resolved->drain_timeout_s());
+  spdlog::info(
+      "received signal {}: draining (up to {} s); a second signal "
+      "exits at once",
+      signal_number, resolved->drain_timeout_s());
+  // An operator who asks twice means now (the signals stay blocked, so only
+  // this thread sees them).
+  std::thread([signals] {
+    int again = 0;
+    sigwait(&signals, &again);
+    spdlog::warn("received signal {} again: exiting without draining", again);
+    spdlog::default_logger()->flush();
+    std::_Exit(1);
+  }).detach();
   (*server)->Drain(absl::Seconds(resolved->drain_timeout_s()));
   server->reset();
   spdlog::info("stopped");

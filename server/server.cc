@@ -23,10 +23,10 @@
 #include "server/engine/torch_model_runner.h"
 #include "server/engine_options.h"
 #include "server/grpc/health_service.h"
-#include "server/http/http_server.h"
 #include "server/grpc/inference_service.h"
+#include "server/grpc/reflection_auth.h"
+#include "server/http/http_frontend.h"
 #include "server/metrics.h"
-#include "server/http/metrics_http_server.h"
 #include "server/pipeline/worker_pool.h"
 #include "spdlog/spdlog.h"
 
@@ -167,7 +167,6 @@ struct Server::Impl {
   // (see the class comment).
   std::string host;
   int port = 0;
-  int metrics_port = 0;
   model::PackageManifest manifest;
   std::unique_ptr<model::InstructBlipModel> model;
   std::unique_ptr<model::LmTokenizer> lm_tokenizer;
@@ -186,8 +185,7 @@ struct Server::Impl {
   std::unique_ptr<GenerationPipeline> pipeline;
   std::unique_ptr<InferenceService> service;
   std::unique_ptr<HealthService> health;
-  std::unique_ptr<MetricsHttpServer> metrics_http;
-  std::unique_ptr<http::HttpServer> http_server;
+  std::unique_ptr<http::HttpFrontend> http;  // /metrics and the chat API
   std::unique_ptr<grpc::Server> grpc_server;
 
   void SetHealth(bool serving) { health->SetServing(serving); }
@@ -225,9 +223,11 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::~Server() = default;
 
 int Server::port() const { return impl_->port; }
-int Server::metrics_port() const { return impl_->metrics_port; }
+int Server::metrics_port() const {
+  return impl_->http ? impl_->http->metrics_port() : 0;
+}
 int Server::http_port() const {
-  return impl_->http_server ? impl_->http_server->port() : 0;
+  return impl_->http ? impl_->http->api_port() : 0;
 }
 const std::string& Server::host() const { return impl_->host; }
 
@@ -311,30 +311,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
       config.auth().health_exempt() ? nullptr : impl->auth.get(),
       std::move(stall_check));
 
-  if (config.metrics_enabled()) {
-    ASSIGN_OR_RETURN(impl->metrics_http,
-                     MetricsHttpServer::Start(
-                         config.host(), static_cast<int>(config.metrics_port()),
-                         impl->metrics->registry()));
-    impl->metrics_port = impl->metrics_http->port();
-  }
-
-  if (config.http().enabled()) {
-    http::HttpServer::Options http_options;
-    http_options.host = config.host();
-    http_options.port = static_cast<int>(config.http().port());
-    http_options.max_connections =
-        static_cast<int>(config.http().max_connections());
-    http_options.history = config.http().history() == "transcript"
-                               ? http::HistoryMode::kTranscript
-                               : http::HistoryMode::kLatest;
-    // Base64 makes images 4/3 larger; the rest of a chat body is small.
-    http_options.max_body_bytes = limits.max_request_bytes / 3 * 4 + (1 << 20);
-    http_options.model_id = manifest.model_id;
-    http_options.auth = impl->auth.get();
-    ASSIGN_OR_RETURN(impl->http_server,
-                     http::HttpServer::Start(http_options, *impl->pipeline));
-  }
+  http::HttpFrontend::Dependencies http_deps;
+  http_deps.pipeline = impl->pipeline.get();
+  http_deps.auth = impl->auth.get();
+  http_deps.registry = impl->metrics->registry();
+  http_deps.model_id = manifest.model_id;
+  ASSIGN_OR_RETURN(impl->http, http::HttpFrontend::Start(config, http_deps));
 
   ASSIGN_OR_RETURN(auto credentials, ServerCredentials(config.tls()));
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -343,6 +325,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   builder.AddListeningPort(address, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
   builder.RegisterService(impl->health.get());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(ReflectionAuthInterceptorFactory(impl->auth.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
   // One connection cannot take every slot and queue place: calls beyond
   // this wait in the client until one of its streams ends.
@@ -396,6 +383,11 @@ void Server::Drain(absl::Duration timeout) {
       std::max(deadline - absl::Now(), absl::ZeroDuration()));
   spdlog::info(idle ? "drained: all requests finished"
                     : "drain timeout: cancelling the requests still running");
+  // HTTP streams cut here end with an error event and [DONE].
+  if (!idle && impl_->http) {
+    impl_->http->AbortReplies(absl::UnavailableError(
+        "the server is shutting down (drain timeout reached)"));
+  }
 }
 
 }  // namespace iblip::server

@@ -14,8 +14,9 @@ namespace iblip::server {
 // reflection) and the metrics endpoint, and warms up before reporting
 // SERVING.
 //
-// Shutdown order (destructor): gRPC server (cancels what is left), metrics,
-// preprocessing pool (its tasks may still submit), engine (fails what it
+// Shutdown order (destructor): gRPC server (cancels what is left), HTTP
+// (/metrics and the chat API; streams still open end with an error event and
+// [DONE]), preprocessing pool (its tasks may still submit), engine (fails what it
 // never started), model.
 class Server {
  public:

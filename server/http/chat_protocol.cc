@@ -7,6 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/http/bounded_json.h"
+#include "server/http/http_errors.h"
 
 namespace iblip::server::http {
 namespace {
@@ -18,7 +20,7 @@ absl::Status Invalid(const std::string& field, const std::string& message) {
 }
 
 // The bytes of a data:[<mime>][;base64],<data> URL.
-absl::StatusOr<std::string> DecodeDataUrl(const std::string& url,
+absl::StatusOr<std::string> DecodeDataUrl(absl::string_view url,
                                           const std::string& field) {
   if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
     return Invalid(field,
@@ -30,10 +32,10 @@ absl::StatusOr<std::string> DecodeDataUrl(const std::string& url,
   const size_t comma = url.find(',');
   if (comma == std::string::npos)
     return Invalid(field, "malformed data: URL (no comma)");
-  if (!absl::EndsWith(absl::string_view(url).substr(0, comma), ";base64"))
+  if (!absl::EndsWith(url.substr(0, comma), ";base64"))
     return Invalid(field, "the data: URL must be base64 (;base64,)");
   std::string bytes;
-  if (!absl::Base64Unescape(absl::string_view(url).substr(comma + 1), &bytes))
+  if (!absl::Base64Unescape(url.substr(comma + 1), &bytes))
     return Invalid(field, "invalid base64 in the data: URL");
   return bytes;
 }
@@ -48,7 +50,7 @@ struct Turn {
 absl::Status ReadContent(const json& content, const std::string& field,
                          Turn& turn, std::string& image) {
   if (content.is_string()) {
-    turn.text = content.get<std::string>();
+    turn.text = content.get_ref<const std::string&>();
     return absl::OkStatus();
   }
   if (!content.is_array())
@@ -59,12 +61,12 @@ absl::Status ReadContent(const json& content, const std::string& field,
     if (!part.is_object() || !part.contains("type") ||
         !part["type"].is_string())
       return Invalid(where, "must be an object with a \"type\"");
-    const std::string type = part["type"].get<std::string>();
+    const std::string& type = part["type"].get_ref<const std::string&>();
     if (type == "text") {
       if (!part.contains("text") || !part["text"].is_string())
         return Invalid(where + ".text", "must be a string");
       if (!turn.text.empty()) turn.text += "\n";
-      turn.text += part["text"].get<std::string>();
+      turn.text += part["text"].get_ref<const std::string&>();
     } else if (type == "image_url") {
       const json* url = nullptr;
       if (part.contains("image_url")) {
@@ -75,12 +77,14 @@ absl::Status ReadContent(const json& content, const std::string& field,
       }
       if (url == nullptr || !url->is_string())
         return Invalid(where + ".image_url", "needs a \"url\" string");
-      auto bytes = DecodeDataUrl(url->get<std::string>(), where + ".image_url");
+      auto bytes = DecodeDataUrl(url->get_ref<const std::string&>(),
+                                 where + ".image_url");
       if (!bytes.ok()) return bytes.status();
       if (image.empty()) image = std::move(*bytes);
     } else {
       return Invalid(where + ".type",
-                     "must be \"text\" or \"image_url\", got \"" + type + "\"");
+                     "must be \"text\" or \"image_url\", got " +
+                         DescribeJson(part["type"]));
     }
   }
   return absl::OkStatus();
@@ -90,11 +94,12 @@ template <typename T>
 absl::StatusOr<T> NumberField(const json& body, const char* name) {
   const json& value = body[name];
   if (!value.is_number())
-    return Invalid(name, absl::StrCat("must be a number, got ", value.dump()));
+    return Invalid(name,
+                   absl::StrCat("must be a number, got ", DescribeJson(value)));
   if constexpr (std::is_integral_v<T>) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0)
       return Invalid(name, absl::StrCat("must be a non-negative integer, got ",
-                                        value.dump()));
+                                        DescribeJson(value)));
   }
   return value.get<T>();
 }
@@ -115,11 +120,14 @@ std::string Prompt(const std::vector<Turn>& turns, HistoryMode history) {
 
 }  // namespace
 
-absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body_text,
-                                             HistoryMode history) {
-  const json body = json::parse(body_text, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object())
-    return Invalid("body", "must be a JSON object");
+absl::StatusOr<ChatRequest> ParseChatRequest(std::string body_text,
+                                             HistoryMode history,
+                                             const JsonLimits& limits) {
+  absl::StatusOr<json> parsed = ParseBoundedJson(body_text, limits, "body");
+  if (!parsed.ok()) return parsed.status();
+  std::string().swap(body_text);  // the document holds what is needed now
+  const json body = *std::move(parsed);
+  if (!body.is_object()) return Invalid("body", "must be a JSON object");
   if (!body.contains("messages") || !body["messages"].is_array() ||
       body["messages"].empty())
     return Invalid("messages", "must be a non-empty array");
@@ -135,12 +143,12 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body_text,
         !message["role"].is_string())
       return Invalid(field + ".role", "must be a string");
     Turn turn;
-    turn.role = message["role"].get<std::string>();
+    turn.role = message["role"].get_ref<const std::string&>();
     if (turn.role != "user" && turn.role != "assistant" &&
         turn.role != "system" && turn.role != "developer")
       return Invalid(field + ".role",
-                     "must be user, assistant, system or developer, got \"" +
-                         turn.role + "\"");
+                     "must be user, assistant, system or developer, got " +
+                         DescribeJson(message["role"]));
     if (message.contains("content") && !message["content"].is_null()) {
       absl::Status read =
           ReadContent(message["content"], field + ".content", turn, image);
@@ -199,12 +207,12 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body_text,
   if (body.contains("stop") && !body["stop"].is_null()) {
     const json& stop = body["stop"];
     if (stop.is_string()) {
-      p.add_stop_sequences(stop.get<std::string>());
+      p.add_stop_sequences(stop.get_ref<const std::string&>());
     } else if (stop.is_array()) {
       for (const json& s : stop) {
         if (!s.is_string())
           return Invalid("stop", "must be a string or an array of strings");
-        p.add_stop_sequences(s.get<std::string>());
+        p.add_stop_sequences(s.get_ref<const std::string&>());
       }
     } else {
       return Invalid("stop", "must be a string or an array of strings");
@@ -215,9 +223,18 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body_text,
       return Invalid("stream", "must be true or false");
     chat.stream = body["stream"].get<bool>();
   }
-  if (body.contains("stream_options") && body["stream_options"].is_object()) {
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
     const json& options = body["stream_options"];
-    chat.include_usage = options.value("include_usage", false);
+    if (!options.is_object())
+      return Invalid("stream_options", "must be an object");
+    if (options.contains("include_usage") &&
+        !options["include_usage"].is_null()) {
+      if (!options["include_usage"].is_boolean())
+        return Invalid("stream_options.include_usage",
+                       absl::StrCat("must be true or false, got ",
+                                    DescribeJson(options["include_usage"])));
+      chat.include_usage = options["include_usage"].get<bool>();
+    }
   }
   return chat;
 }
@@ -242,7 +259,7 @@ json Envelope(const std::string& id, int64_t created, const std::string& model,
 }
 
 std::string Event(const json& payload) {
-  return absl::StrCat("data: ", payload.dump(), "\n\n");
+  return absl::StrCat("data: ", DumpJson(payload), "\n\n");
 }
 
 }  // namespace
@@ -260,7 +277,7 @@ std::string CompletionJson(const std::string& id, int64_t created,
          {"finish_reason", OpenAiFinishReason(choices[i].finish_reason)}});
   }
   body["usage"] = UsageObject(usage);
-  return body.dump();
+  return DumpJson(body);
 }
 
 std::string ChunkEvent(const std::string& id, int64_t created,
@@ -288,39 +305,11 @@ std::string UsageEvent(const std::string& id, int64_t created,
 }
 
 std::string ModelsJson(const std::string& model, int64_t created) {
-  return json{{"object", "list"},
-              {"data", json::array({{{"id", model},
-                                     {"object", "model"},
-                                     {"created", created},
-                                     {"owned_by", "iblip"}}})}}
-      .dump();
-}
-
-int HttpStatusFor(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kOk:
-      return 200;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kFailedPrecondition:
-      return 400;
-    case absl::StatusCode::kUnauthenticated:
-      return 401;
-    case absl::StatusCode::kPermissionDenied:
-      return 403;
-    case absl::StatusCode::kNotFound:
-      return 404;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    case absl::StatusCode::kCancelled:
-      return 499;
-    case absl::StatusCode::kUnavailable:
-      return 503;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 504;
-    default:
-      return 500;
-  }
+  return DumpJson(json{{"object", "list"},
+                       {"data", json::array({{{"id", model},
+                                              {"object", "model"},
+                                              {"created", created},
+                                              {"owned_by", "iblip"}}})}});
 }
 
 absl::Status ToOpenAiFieldNames(const absl::Status& status) {
@@ -345,27 +334,8 @@ absl::Status ToOpenAiFieldNames(const absl::Status& status) {
   return status;
 }
 
-std::string ErrorJson(const absl::Status& status) {
-  const int http = HttpStatusFor(status.code());
-  const char* type = http == 400   ? "invalid_request_error"
-                     : http == 401 ? "authentication_error"
-                     : http == 404 ? "not_found_error"
-                     : http == 429 ? "rate_limit_error"
-                     : http == 503 ? "service_unavailable"
-                                   : "server_error";
-  const std::string message(status.message());
-  // Our messages start with the field they are about ("top_p: must be ...").
-  const size_t colon = message.find(": ");
-  json param = nullptr;
-  if (http == 400 && colon != std::string::npos && message.find(' ') > colon)
-    param = message.substr(0, colon);
-  return json{{"error",
-               {{"message", message},
-                {"type", type},
-                {"param", param},
-                {"code", absl::AsciiStrToLower(
-                             absl::StatusCodeToString(status.code()))}}}}
-      .dump();
+std::string ErrorEvent(const absl::Status& status) {
+  return absl::StrCat("data: ", ErrorJson(status), "\n\n");
 }
 
 }  // namespace iblip::server::http

@@ -12,6 +12,8 @@
 #include "absl/status/statusor.h"
 #include "iblip/v1/iblip.pb.h"
 #include "server/engine/generation_request.h"
+#include "server/http/bounded_json.h"
+#include "server/http/http_errors.h"
 
 namespace iblip::server::http {
 
@@ -35,9 +37,12 @@ struct ChatRequest {
 // Parses a POST /v1/chat/completions body. The image is the first image_url
 // part of the conversation (the first user turn's, kept for every later
 // turn); it must be a base64 data: URL, since the server fetches nothing.
-// INVALID_ARGUMENT names the JSON field ("messages[1].content[0].image_url").
-absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body,
-                                             HistoryMode history);
+// INVALID_ARGUMENT names the JSON field ("messages[1].content[0].image_url")
+// and quotes at most ~200 bytes of the client's value. The body is released
+// as soon as it is parsed (peak memory: about three times its size).
+absl::StatusOr<ChatRequest> ParseChatRequest(std::string body,
+                                             HistoryMode history,
+                                             const JsonLimits& limits = {});
 
 // What a finished choice reports.
 struct ChoiceResult {
@@ -59,14 +64,12 @@ std::string ChunkEvent(const std::string& id, int64_t created,
                        const std::string& text, FinishReason finish_reason);
 std::string UsageEvent(const std::string& id, int64_t created,
                        const std::string& model, const UsageStats& usage);
+// An error inside a stream: "data: {"error": {...}}\n\n".
+std::string ErrorEvent(const absl::Status& status);
 inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
 
 std::string ModelsJson(const std::string& model, int64_t created);
 
-// OpenAI's error shape, and the HTTP status for a status code
-// (INVALID_ARGUMENT 400, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, ...).
-int HttpStatusFor(absl::StatusCode code);
-std::string ErrorJson(const absl::Status& status);
 // The pipeline's messages name iblip.v1 fields ("parameters.top_p: ...");
 // this renames them to the request's OpenAI fields ("top_p: ...").
 absl::Status ToOpenAiFieldNames(const absl::Status& status);

@@ -108,6 +108,50 @@ CGROUP_FILES = {
 }
 
 
+def http_request(method, target, body=b"", headers=()):
+    if isinstance(body, str):
+        body = body.encode()
+    lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: iblip"]
+    lines += [h.encode() for h in headers]
+    if body or method == "POST":
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def http_connections(image_bytes):
+    """One connection's bytes each (http_request_fuzzer); the key is the
+    fuzz target's. The first three ended the process before the rebuild."""
+    key = "Authorization: Bearer fuzz-key"
+    single = dict(chat_bodies(image_bytes))["single.json"]
+    chat = json.dumps(single)
+    yield "crash-invalid-utf8-path.http", b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n"
+    yield "crash-include-usage-not-bool.http", http_request(
+        "POST", "/v1/chat/completions",
+        json.dumps({**single, "stream": True, "stream_options": {"include_usage": 1}}), [key])
+    deep = "[" * 60000 + "]" * 60000
+    yield "crash-nested-n.http", http_request(
+        "POST", "/v1/chat/completions", chat[:-1] + ', "n": ' + deep + "}", [key])
+    # The same crash within the fuzzing run's -max_len.
+    shallow = "[" * 1500 + "]" * 1500
+    yield "nested-n-short.http", http_request(
+        "POST", "/v1/chat/completions", chat[:-1] + ', "n": ' + shallow + "}", [key])
+    yield "chat.http", http_request("POST", "/v1/chat/completions", chat, [key])
+    yield "chat-stream-expect.http", http_request(
+        "POST", "/v1/chat/completions",
+        json.dumps(dict(chat_bodies(image_bytes))["stream.json"]),
+        [key, "Expect: 100-continue"])
+    yield "pipelined.http", (http_request("GET", "/v1/models", headers=[key])
+                             + http_request("HEAD", "/favicon.ico")
+                             + http_request("GET", "/?q=1", headers=["Connection: close"]))
+    yield "cors-preflight.http", http_request(
+        "OPTIONS", "/v1/chat/completions",
+        headers=["Origin: https://ok.example", "Access-Control-Request-Method: POST"])
+    yield "chunked.http", (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + key.encode()
+                           + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           + b"%x\r\n" % len(chat) + chat.encode() + b"\r\n0\r\n\r\n")
+    yield "no-key.http", http_request("POST", "/v1/chat/completions", chat)
+
+
 def main():
     for name, data in images():
         write("image_fuzzer", name, data)
@@ -122,6 +166,10 @@ def main():
         write("chat_request_fuzzer", name, json.dumps(body))
     for name, text in CGROUP_FILES.items():
         write("cpu_limit_fuzzer", name, text)
+
+
+    for name, data in http_connections(small):
+        write("http_request_fuzzer", name, data)
 
 
 if __name__ == "__main__":

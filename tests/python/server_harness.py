@@ -24,6 +24,7 @@ class RunningServer:
         self.metrics_address = metrics_address
         self.http_address = http_address  # when started with --http.enabled true
         self.log = log  # list of stderr lines, filled by a thread
+        self.terminated = False  # SIGTERM sent (a second one exits at once)
 
 
 def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEOUT_S):
@@ -52,10 +53,18 @@ def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEO
                          None if http is None or http.endswith(":0") else http)
 
 
-def stop_server(server):
-    """SIGTERM, then the exit code (a graceful drain exits 0)."""
-    if server.process.poll() is None:
+def terminate(server):
+    """SIGTERM once: the server drains (a second SIGTERM would not wait)."""
+    if not server.terminated:
+        server.terminated = True
         server.process.send_signal(signal.SIGTERM)
+
+
+def stop_server(server):
+    """SIGTERM (unless sent already), then the exit code (a graceful drain
+    exits 0)."""
+    if server.process.poll() is None:
+        terminate(server)
         try:
             return server.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

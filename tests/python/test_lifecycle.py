@@ -1,6 +1,13 @@
+<<<<<<< ours
 """Startup and shutdown: bad packages never report ready; SIGTERM drains,
 sending GOAWAY at once; liveness notices a stalled engine."""
+=======
+"""Startup and shutdown: bad packages never report ready; SIGTERM drains; a
+drain that times out ends HTTP streams with an error event and [DONE]; a
+second signal exits at once."""
+>>>>>>> theirs
 
+import json
 import os
 import shutil
 import signal
@@ -10,8 +17,14 @@ import time
 
 import grpc
 
+<<<<<<< ours
 from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
                             stop_server)
+=======
+from http_util import chat_body, connect, events, read_response, request_bytes
+from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
+                            stop_server, terminate)
+>>>>>>> theirs
 
 
 def run_server_expecting_failure(package_dir):
@@ -51,7 +64,7 @@ def test_sigterm_lets_a_running_request_finish():
             stream = client.generate(png_bytes(), "Describe.", max_new_tokens=60,
                                      min_new_tokens=60)
             first = next(stream)
-            server.process.send_signal(15)
+            terminate(server)
             rest = list(stream)  # the drain lets it finish
             chunks = [first, *rest]
             assert chunks[-1].usage.generated_tokens == 60
@@ -59,6 +72,7 @@ def test_sigterm_lets_a_running_request_finish():
         assert stop_server(server) == 0, "".join(server.log)
 
 
+<<<<<<< ours
 def wait_until(condition, timeout=30, what="condition"):
     """Polls `condition` until it is true (the server gives no push signal
     for these states); fails after `timeout` seconds."""
@@ -163,3 +177,58 @@ def test_max_request_time_ends_a_request_the_client_would_let_run():
             assert time.monotonic() - started < 30
     finally:
         assert stop_server(server) == 0, "".join(server.log)
+=======
+def test_a_drain_that_times_out_ends_http_streams_with_an_error_and_done():
+    server = start_server("--http.enabled", "true", "--http.port", "0", "--drain-timeout-s", "0")
+    try:
+        with connect(server.http_address) as sock:
+            sock.sendall(request_bytes("POST", "/v1/chat/completions",
+                                       chat_body(stream=True, max_tokens=500, min_tokens=500)))
+            received = b""
+            while b"data: " not in received:
+                received += sock.recv(65536)
+            terminate(server)
+            response, _ = read_response(sock, data=received)
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+    payloads = events(response.body)
+    assert payloads[-1] == "[DONE]"
+    error = json.loads(payloads[-2])["error"]
+    assert error["code"] == "unavailable" and "drain timeout" in error["message"]
+    assert all("choices" in json.loads(p) for p in payloads[:-2])
+
+
+def test_a_second_signal_exits_at_once():
+    server = start_server("--http.enabled", "true", "--http.port", "0",
+                          "--scheduler.max-running-sequences", "1")
+    sockets = []
+    try:
+        for _ in range(8):  # each runs alone: minutes of work queued
+            sock = connect(server.http_address)
+            sock.sendall(request_bytes("POST", "/v1/chat/completions",
+                                       chat_body(max_tokens=500, min_tokens=500)))
+            sockets.append(sock)
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = scrape_metrics(server)
+            if metrics[("iblip_requests_waiting", ())] + metrics[("iblip_requests_running", ())] == 8:
+                break
+            assert time.monotonic() < deadline, "the requests were never admitted"
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not any("draining" in line for line in server.log):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 1  # not 0: the drain did not finish
+        assert time.monotonic() - started < 5
+        assert any("exiting without draining" in line for line in server.log)
+    finally:
+        for sock in sockets:
+            sock.close()
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+>>>>>>> theirs

@@ -15,7 +15,6 @@ alone in engine_test.cc (AFailingRequestFailsAlone)."""
 
 import io
 import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import pytest
 from PIL import Image
 
 from iblip_client import Client, build_request
-from server_harness import scrape_metrics, start_server, stop_server, wait_until
+from server_harness import scrape_metrics, start_server, stop_server, terminate, wait_until
 
 LOAD_REQUESTS = 2000
 LOAD_CLIENTS = 64
@@ -197,7 +196,7 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
                 t.start()
             for _ in range(16):  # the running ones have started streaming
                 assert first_messages.acquire(timeout=30)
-            server.process.send_signal(signal.SIGTERM)
+            terminate(server)
             wait_until(lambda: refusal_code(client) == grpc.StatusCode.UNAVAILABLE,
                        what="the drain to begin")
             with pytest.raises(grpc.RpcError) as refused:

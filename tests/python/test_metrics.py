@@ -1,10 +1,11 @@
 """/metrics on a fresh server: the exposition parses, and its counts match
-what the test did; the feature caches skip the vision stage for images seen
-before."""
+what the test did (HTTP responses by route and status too); the feature
+caches skip the vision stage for images seen before."""
 
 import grpc
 import pytest
 
+from http_util import chat_body, exchange
 from server_harness import metric, png_bytes, scrape_metrics, start_server, stop_server
 
 
@@ -59,3 +60,34 @@ def test_counts_match_the_requests_and_cache_hits_skip_the_vision_stage(fresh):
     assert metric(after, "iblip_kv_cache_blocks_used") == 0
     assert metric(after, "iblip_requests_running") == 0
     assert metric(after, "iblip_requests_waiting") == 0
+
+
+def test_http_responses_are_counted_by_route_and_status():
+    server = start_server("--http.enabled", "true", "--http.port", "0")
+    try:
+        for _ in range(2):
+            assert exchange(server.http_address, "GET", "/v1/models").status == 200
+        assert exchange(server.http_address, "GET", "/nowhere").status == 404
+        assert exchange(server.http_address, "POST", "/v1/chat/completions",
+                        chat_body(top_p=2)).status == 400
+        assert exchange(server.http_address, "POST", "/v1/chat/completions",
+                        chat_body(max_tokens=2)).status == 200
+        assert exchange(server.http_address, "GET", "/v1/models",
+                        headers=["X-Big: " + "b" * 20000]).status == 431
+        scrape_metrics(server)
+        samples = scrape_metrics(server)
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+    counted = {labels: v for (name, labels), v in samples.items()
+               if name == "iblip_http_responses_total"}
+    assert counted == {
+        (("code", "200"), ("listener", "api"), ("route", "/v1/models")): 2,
+        (("code", "404"), ("listener", "api"), ("route", "-")): 1,
+        (("code", "400"), ("listener", "api"), ("route", "/v1/chat/completions")): 1,
+        (("code", "200"), ("listener", "api"), ("route", "/v1/chat/completions")): 1,
+        (("code", "431"), ("listener", "api"), ("route", "-")): 1,
+        (("code", "200"), ("listener", "metrics"), ("route", "/metrics")): 1,
+    }
+    # The chat requests count in the engine's metrics as well.
+    assert metric(samples, "iblip_requests_total", code="invalid_argument") == 1
+    assert metric(samples, "iblip_requests_total", code="ok") == 1

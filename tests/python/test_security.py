@@ -1,14 +1,20 @@
 """TLS, mutual TLS and API keys, with certificates this test makes with
-openssl; the clients (CLI, Python, HTTP) against each."""
+openssl; the clients (CLI, Python, HTTP) against each; HTTPS on the HTTP API
+with the same certificates; keys for reflection, /v1/models and (when asked)
+/metrics."""
 
 import base64
 import http.client
 import json
+import socket
+import ssl
 import subprocess
+import urllib.request
 
 import grpc
 import pytest
 
+from http_util import chat_body, connect, exchange, read_response
 from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, run_client, start_server,
                             stop_server)
 
@@ -103,6 +109,117 @@ def test_api_keys_guard_every_call_but_health(keyed, image_path):
         assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with Client(keyed.address, timeout=30, api_key=KEY) as client:
         assert client.tokenize("hi").input_ids
+
+
+def reflection_services(address, *metadata):
+    """The services gRPC reflection lists (raw bytes: list_services is field
+    7 of ServerReflectionRequest)."""
+    with grpc.insecure_channel(address) as channel:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        return b"".join(call(iter([b"\x3a\x00"]), metadata=list(metadata), timeout=10))
+
+
+def test_reflection_needs_a_key(keyed):
+    with pytest.raises(grpc.RpcError) as error:
+        reflection_services(keyed.address)
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "authorization" in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+        reflection_services(keyed.address, ("authorization", "Bearer nope"))
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    listed = reflection_services(keyed.address, ("authorization", f"Bearer {KEY}"))
+    assert b"iblip.v1.InstructBlipService" in listed
+
+
+def test_models_and_every_v1_path_need_a_key_before_the_body_is_read(keyed):
+    assert exchange(keyed.http_address, "GET", "/v1/models").status == 401
+    assert exchange(keyed.http_address, "GET", "/v1/nothing").status == 401
+    ok = exchange(keyed.http_address, "GET", "/v1/models", headers=[f"Authorization: Bearer {KEY}"])
+    assert ok.status == 200
+    # A header announcing a large body, and no body: the 401 comes anyway.
+    with connect(keyed.http_address) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 20000000\r\n\r\n")
+        response, _ = read_response(sock)
+    assert response.status == 401 and response.header("www-authenticate") == "Bearer"
+    assert exchange(keyed.http_address, "GET", "/").status == 200  # the page is open
+    assert urllib.request.urlopen(f"http://{keyed.metrics_address}/metrics").status == 200
+
+
+def test_metrics_can_require_a_key(pki):
+    server = start_server("--auth.api-keys-file", str(pki / "keys.txt"),
+                          "--auth.metrics-exempt", "false")
+    try:
+        assert exchange(server.metrics_address, "GET", "/metrics").status == 401
+        ok = exchange(server.metrics_address, "GET", "/metrics",
+                      headers=[f"Authorization: Bearer {KEY}"])
+        assert ok.status == 200 and b"iblip_kv_cache_slots" in ok.body
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+@pytest.fixture(scope="module")
+def https(pki):
+    """Keys, TLS, and the HTTP API: it speaks HTTPS with the gRPC certificate."""
+    server = start_server("--auth.api-keys-file", str(pki / "keys.txt"),
+                          "--tls.cert-file", str(pki / "server.pem"),
+                          "--tls.key-file", str(pki / "server.key"),
+                          "--http.enabled", "true", "--http.port", "0")
+    yield server
+    assert stop_server(server) == 0, "".join(server.log)
+
+
+def test_the_http_api_speaks_https_with_the_grpc_certificate(https, pki):
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    response = exchange(https.http_address, "POST", "/v1/chat/completions",
+                        chat_body(max_tokens=2), headers=[f"Authorization: Bearer {KEY}"],
+                        tls_context=context)
+    assert response.status == 200 and response.json()["usage"]["completion_tokens"] == 2
+    # Plain HTTP gets no answer.
+    with connect(https.http_address) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            reply = sock.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            reply = b""
+        assert not reply.startswith(b"HTTP/")
+
+
+def test_the_requests_that_ended_the_process_get_4xx_with_keys_and_tls(https, pki):
+    """As first reported: API keys and TLS on, no key sent."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with connect(https.http_address, tls_context=context) as sock:
+        sock.sendall(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0].status == 404
+    for body in (chat_body(stream=True, stream_options={"include_usage": 1}),
+                 chat_body()[:-1] + ', "n": ' + "[" * 60000 + "]" * 60000 + "}"):
+        response = exchange(https.http_address, "POST", "/v1/chat/completions", body,
+                            tls_context=context)
+        assert response.status == 401  # refused before the body is read
+        response = exchange(https.http_address, "POST", "/v1/chat/completions", body,
+                            headers=[f"Authorization: Bearer {KEY}"], tls_context=context)
+        assert response.status == 400
+    assert https.process.poll() is None
+    ok = health(https, "--tls-ca", str(pki / "ca.pem"))
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
+
+
+def test_mutual_tls_on_the_http_api(pki):
+    server = start_server("--tls.cert-file", str(pki / "server.pem"),
+                          "--tls.key-file", str(pki / "server.key"),
+                          "--tls.client-ca-file", str(pki / "ca.pem"),
+                          "--http.enabled", "true", "--http.port", "0")
+    try:
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            exchange(server.http_address, "GET", "/v1/models", tls_context=context)
+        context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+        assert exchange(server.http_address, "GET", "/v1/models",
+                        tls_context=context).status == 200
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
 
 
 def test_api_keys_guard_the_http_api(keyed):
