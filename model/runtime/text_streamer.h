@@ -14,8 +14,8 @@ namespace iblip::model {
 // rewrite, and never text that might turn out to be the start of a stop
 // sequence. Detects stop sequences that span tokens: it stops at the first
 // id whose decode (tokenizer.Decode of all ids so far) holds one, and the
-// text then ends right before it. Without a stop, the deltas and Finish()
-// concatenate to tokenizer.Decode(all ids).
+// text then ends right before its earliest occurrence. Without a stop, the
+// deltas and Finish() concatenate to tokenizer.Decode(all ids).
 //
 // Work per id does not grow with the sequence (IncrementalDecoder; the stop
 // search looks only at text that is new or may still change, plus the

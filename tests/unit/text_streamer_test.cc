@@ -14,6 +14,22 @@ std::vector<int32_t> WithoutBos(std::vector<int32_t> ids) {
   return ids;
 }
 
+// Appends ids until a stop sequence shows up; the deltas concatenated.
+struct Streamed {
+  std::string text;
+  bool stopped = false;
+};
+Streamed StreamUntilStop(TextStreamer& streamer,
+                         const std::vector<int32_t>& ids) {
+  Streamed out;
+  for (int32_t id : ids) {
+    TextStreamer::Delta delta = streamer.Append(id);
+    out.text += delta.text;
+    if ((out.stopped = delta.stopped)) break;
+  }
+  return out;
+}
+
 TEST(TextStreamerTest, DeltasConcatenateToTheFullDecode) {
   const LmTokenizer& tokenizer = *SharedTinyTokenizers().lm_tokenizer;
   const std::string text =
@@ -37,18 +53,9 @@ TEST(TextStreamerTest, StopSequenceSpanningTokensEndsTheText) {
   const auto ids =
       WithoutBos(tokenizer.EncodePrompt("a red circle and a blue square"));
   TextStreamer streamer(tokenizer, {"d a b"});
-  std::string streamed;
-  bool stopped = false;
-  for (int32_t id : ids) {
-    auto delta = streamer.Append(id);
-    streamed += delta.text;
-    if (delta.stopped) {
-      stopped = true;
-      break;
-    }
-  }
-  EXPECT_TRUE(stopped);
-  EXPECT_EQ(streamed, "a red circle an");
+  const Streamed streamed = StreamUntilStop(streamer, ids);
+  EXPECT_TRUE(streamed.stopped);
+  EXPECT_EQ(streamed.text, "a red circle an");
 }
 
 TEST(TextStreamerTest, HeldBackPrefixIsReleasedWhenItIsNotAStop) {
@@ -69,18 +76,11 @@ TEST(TextStreamerTest, StopSequenceMadeOfByteFallbackCharacters) {
   const auto ids =
       WithoutBos(tokenizer.EncodePrompt("ok \xE6\x97\xA5\xE6\x9C\xAC ok"));
   TextStreamer streamer(tokenizer, {"\xE6\x9C\xAC"});
-  std::string streamed;
-  bool stopped = false;
-  for (int32_t id : ids) {
-    auto delta = streamer.Append(id);
-    streamed += delta.text;
-    stopped = delta.stopped;
-    if (stopped) break;
-  }
-  EXPECT_TRUE(stopped);
-  EXPECT_EQ(streamed, "ok \xE6\x97\xA5");
+  const Streamed streamed = StreamUntilStop(streamer, ids);
+  EXPECT_TRUE(streamed.stopped);
+  EXPECT_EQ(streamed.text, "ok \xE6\x97\xA5");
   EXPECT_EQ(streamer.Finish(), "");
-  EXPECT_EQ(streamer.text(), streamed);
+  EXPECT_EQ(streamer.text(), streamed.text);
 }
 
 TEST(TextStreamerTest, StreamsAsItGoesAndNothingAfterTheEnd) {
@@ -119,15 +119,9 @@ TEST(TextStreamerTest, LongSequenceWithStopsNearTheEnd) {
   const auto ids = WithoutBos(tokenizer.EncodePrompt(text));
   ASSERT_GT(ids.size(), 2000u);
   TextStreamer streamer(tokenizer, {"the end.", "never"});
-  std::string streamed;
-  bool stopped = false;
-  for (int32_t id : ids) {
-    auto delta = streamer.Append(id);
-    streamed += delta.text;
-    if ((stopped = delta.stopped)) break;
-  }
-  EXPECT_TRUE(stopped);
-  EXPECT_EQ(streamed, text.substr(0, text.find("the end.")));
+  const Streamed streamed = StreamUntilStop(streamer, ids);
+  EXPECT_TRUE(streamed.stopped);
+  EXPECT_EQ(streamed.text, text.substr(0, text.find("the end.")));
 }
 
 }  // namespace
