@@ -3,23 +3,23 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <unordered_set>
+
+#include "model/runtime/top_candidates.h"
 
 namespace iblip::model {
 namespace {
 
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
-// log_softmax in float32, as torch computes it for float32 logits.
-std::vector<float> LogSoftmax(const std::vector<float>& logits) {
+// log_softmax in float32, as torch computes it for float32 logits, written
+// into `out` (no row copy per beam).
+void LogSoftmaxInto(const std::vector<float>& logits, float* out) {
   const float max = *std::max_element(logits.begin(), logits.end());
   double sum = 0;
   for (float x : logits) sum += std::exp(static_cast<double>(x - max));
   const float log_sum = static_cast<float>(std::log(sum));
-  std::vector<float> out(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - max - log_sum;
-  return out;
 }
 
 }  // namespace
@@ -71,33 +71,34 @@ BeamSearch::Step BeamSearch::Advance(
                                         params_.eos_token_ids.end());
 
   // Scores of every (beam, token) continuation.
-  std::vector<float> scores(k * vocab);
+  scores_.resize(k * vocab);
+  if (seen_.size() < vocab) seen_.resize(vocab, false);
   for (int b = 0; b < k; ++b) {
-    std::vector<float> row = LogSoftmax(logits[b]);
+    float* row = scores_.data() + b * vocab;
+    LogSoftmaxInto(logits[b], row);
     if (params_.repetition_penalty != 1.0f) {
-      for (int32_t id :
-           std::unordered_set<int32_t>(beams_[b].begin(), beams_[b].end())) {
+      // Each distinct id once; seen_ is all false again afterwards.
+      for (int32_t id : beams_[b]) {
+        if (seen_[id]) continue;
+        seen_[id] = true;
         float& s = row[id];
         s = s < 0 ? s * params_.repetition_penalty
                   : s / params_.repetition_penalty;
       }
+      for (int32_t id : beams_[b]) seen_[id] = false;
     }
     if (generated_ < params_.min_new_tokens) {
       for (int32_t id : params_.eos_token_ids) row[id] = kMinusInf;
     }
-    for (size_t v = 0; v < vocab; ++v)
-      scores[b * vocab + v] = row[v] + beam_scores_[b];
+    for (size_t v = 0; v < vocab; ++v) row[v] += beam_scores_[b];
   }
+  const std::vector<float>& scores = scores_;
   const size_t candidates =
       std::min(scores.size(),
                static_cast<size_t>(std::max<size_t>(2, 1 + eos.size()) * k));
-  std::vector<int64_t> order(scores.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + candidates, order.end(),
-                    [&](int64_t a, int64_t b) {
-                      return scores[a] > scores[b] ||
-                             (scores[a] == scores[b] && a < b);
-                    });
+  // The best candidates, best first (ties: the lower beam, then the lower
+  // id), without sorting beams x vocabulary.
+  const std::vector<int64_t> order = TopCandidates(scores, candidates);
 
   Step step;
   std::vector<float> next_scores;
@@ -122,9 +123,14 @@ BeamSearch::Step BeamSearch::Advance(
   }
   done_ = done_ || IsDone(scores[order[0]], generated_ + 1);
 
+  // A parent's last child takes its tokens over; the others copy them.
+  std::vector<size_t> last_child(beams_.size());
+  for (size_t i = 0; i < step.parents.size(); ++i)
+    last_child[step.parents[i]] = i;
   std::vector<std::vector<int32_t>> next(step.tokens.size());
   for (size_t i = 0; i < step.tokens.size(); ++i) {
-    next[i] = beams_[step.parents[i]];
+    std::vector<int32_t>& parent = beams_[step.parents[i]];
+    next[i] = last_child[step.parents[i]] == i ? std::move(parent) : parent;
     next[i].push_back(step.tokens[i]);
   }
   beams_ = std::move(next);

@@ -24,8 +24,8 @@ struct BeamSearchParams {
 // sum_logprobs / generated_length^length_penalty (the length counts the EOS),
 // and the search ends when no live beam can beat the worst kept hypothesis
 // (early_stopping false: the best candidate score over the length including
-// the next token) or at max_new_tokens. Pure computation: the engine feeds it logits and applies
-// its parent choices to the KV caches. Not thread-safe.
+// the next token) or at max_new_tokens. Pure computation: the engine feeds it
+// logits and applies its parent choices to the KV caches. Not thread-safe.
 class BeamSearch {
  public:
   explicit BeamSearch(BeamSearchParams params);
@@ -64,6 +64,10 @@ class BeamSearch {
   std::vector<float> beam_scores_;
   std::vector<Hypothesis> hypotheses_;  // at most num_beams kept
   float worst_score_ = 1e9f;
+  // Scratch reused by every step: beams x vocabulary scores, and the ids of
+  // one beam's repetition penalty (all false between uses).
+  std::vector<float> scores_;
+  std::vector<bool> seen_;
   int generated_ = 0;
   bool done_ = false;
 };

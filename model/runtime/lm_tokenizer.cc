@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/runtime/special_tokens.h"
+#include "model/runtime/text_cleanup.h"
 
 #ifndef IBLIP_SPM_SHIM_PATH
 #error "IBLIP_SPM_SHIM_PATH must be defined by the build"
@@ -84,8 +85,8 @@ std::vector<int32_t> LmTokenizer::EncodePrompt(absl::string_view text,
       body.push_back(piece.special_id);
       continue;
     }
-    const std::vector<int> ids = model_->Encode(
-        std::string_view(piece.text.data(), piece.text.size()));
+    const std::vector<int> ids =
+        model_->Encode(std::string_view(piece.text.data(), piece.text.size()));
     body.insert(body.end(), ids.begin(), ids.end());
   }
   if (max_length > 0) {
@@ -108,38 +109,10 @@ namespace {
 constexpr absl::string_view kWordBoundary =
     "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
-// transformers' clean_up_tokenization.
-std::string CleanUpTokenizationSpaces(std::string text) {
-  static const std::pair<absl::string_view, absl::string_view> kRules[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},   {" ,", ","},
-      {" ' ", "'"},    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"},
-      {" 've", "'ve"}, {" 're", "'re"}};
-  for (const auto& [from, to] : kRules) {
-    std::string out;
-    size_t start = 0, found;
-    while ((found = text.find(from.data(), start, from.size())) !=
-           std::string::npos) {
-      out.append(text, start, found - start);
-      out.append(to.data(), to.size());
-      start = found + from.size();
-    }
-    out.append(text, start, std::string::npos);
-    text = std::move(out);
-  }
-  return text;
-}
-
-// Python's str.strip() for the whitespace SentencePiece text can hold.
-std::string StripWhitespace(const std::string& text) {
-  const char* kSpace = " \t\n\r\f\v";
-  const size_t first = text.find_first_not_of(kSpace);
-  if (first == std::string::npos) return "";
-  return text.substr(first, text.find_last_not_of(kSpace) - first + 1);
-}
-
 }  // namespace
 
-std::string LmTokenizer::Decode(const std::vector<int32_t>& ids) const {
+std::string LmTokenizer::DecodeWithoutCleanUp(
+    absl::Span<const int32_t> ids) const {
   std::vector<std::string> pieces;
   pieces.reserve(ids.size());
   const int size = model_->vocab_size();
@@ -152,10 +125,15 @@ std::string LmTokenizer::Decode(const std::vector<int32_t>& ids) const {
                              0, kWordBoundary.size()) == kWordBoundary) {
     pieces[0].erase(0, kWordBoundary.size());
   }
-  std::string text = pieces.empty() ? "" : model_->DecodePieces(pieces);
-  if (spec_.clean_up_tokenization_spaces)
-    text = CleanUpTokenizationSpaces(std::move(text));
-  if (spec_.t5) text = StripWhitespace(text);
+  return pieces.empty() ? "" : model_->DecodePieces(pieces);
+}
+
+std::string LmTokenizer::Decode(absl::Span<const int32_t> ids) const {
+  std::string text = DecodeWithoutCleanUp(ids);
+  if (cleans_up_spaces()) text = CleanUpTokenizationSpaces(std::move(text));
+  if (strips_whitespace()) {
+    return std::string(StripTrailingWhitespace(StripLeadingWhitespace(text)));
+  }
   return text;
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "model/runtime/package.h"
 #include "model/runtime/sentencepiece_shim.h"
 
@@ -34,13 +35,15 @@ class LmTokenizer {
   // Text of `ids` as Hugging Face's decode(ids, skip_special_tokens=True):
   // special and added tokens skipped, the prefix space of the first piece
   // removed, and for T5 clean_up_tokenization (" ." -> ".") and strip().
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  std::string Decode(absl::Span<const int32_t> ids) const;
 
-  // True when decoding more ids may rewrite the end of earlier text (T5's
-  // space clean-up and strip): streaming must hold back from the last space.
-  bool decode_rewrites_tail() const {
-    return spec_.t5 || spec_.clean_up_tokenization_spaces;
-  }
+  // Decode's two stages, for decoding incrementally (IncrementalDecoder):
+  // Decode(ids) is DecodeWithoutCleanUp(ids), then CleanUpTokenizationSpaces
+  // when cleans_up_spaces(), then strip() when strips_whitespace() (see
+  // text_cleanup.h).
+  std::string DecodeWithoutCleanUp(absl::Span<const int32_t> ids) const;
+  bool cleans_up_spaces() const { return spec_.clean_up_tokenization_spaces; }
+  bool strips_whitespace() const { return spec_.t5; }
 
   // The token string of one id ("▁What", "[PAD]").
   std::string TokenString(int32_t id) const;

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <random>
+#include <unordered_set>
 #include <vector>
 
 namespace iblip::model {
@@ -17,8 +18,15 @@ struct SamplingParams {
 
 // Chooses the next token of one sequence from its logits, with Hugging Face's
 // logits-processor order: repetition penalty, min_new_tokens (EOS masked),
-// then for sampling temperature, top-k, top-p. Owns the sequence's random
+// then for sampling temperature, top-k (every id tied with the k-th kept),
+// top-p (the smallest best-first set whose probability reaches top_p, at
+// least one id), and a draw from what is left. Owns the sequence's random
 // generator, so a seed reproduces a sequence whatever else runs.
+//
+// COST per token: O(vocab) plus O(k log k) for top-k; nothing sorts the
+// vocabulary unless top-p without top-k needs most of it (the candidates
+// grow fourfold from 64 until their mass reaches top_p). The repetition
+// penalty costs O(distinct ids generated), not O(sequence length).
 // Not thread-safe; one sequence, one engine thread.
 class Sampler {
  public:
@@ -26,17 +34,26 @@ class Sampler {
 
   // `logits` (one per vocabulary id) is modified in place. `generated` holds
   // the sequence's tokens so far (the repetition penalty sees only these, as
-  // InstructBLIP's inputs_embeds-based generate does).
+  // InstructBLIP's inputs_embeds-based generate does); between calls it is
+  // expected to grow by appending. The sampler keeps the set of ids seen and
+  // adds only the new ones (it starts over when the list got shorter or its
+  // last seen id changed).
   int32_t Next(std::vector<float>& logits,
                const std::vector<int32_t>& generated);
 
  private:
   void ApplyRepetitionPenalty(std::vector<float>& logits,
-                              const std::vector<int32_t>& generated) const;
+                              const std::vector<int32_t>& generated);
   int32_t Sample(std::vector<float>& logits);
 
   SamplingParams params_;
   std::mt19937_64 rng_;
+
+  // Distinct ids of generated[0:absorbed_), for the repetition penalty.
+  std::unordered_set<int32_t> seen_;
+  std::vector<int32_t> seen_in_order_;
+  size_t absorbed_ = 0;
+  int32_t last_absorbed_ = 0;  // generated[absorbed_ - 1]
 };
 
 }  // namespace iblip::model

@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <unordered_set>
 
 namespace iblip::model {
 namespace {
@@ -130,6 +135,154 @@ TEST(SamplerTest, TopKAndTopPKeepExactlyTheirTokens) {
   EXPECT_EQ(counts[2], 0);
   EXPECT_GT(counts[0], 0);
   EXPECT_GT(counts[1], 0);
+}
+
+// The implementation the partial-selection sampler replaced (it sorted the
+// whole vocabulary per token), kept as the reference for its semantics.
+class FullSortSampler {
+ public:
+  FullSortSampler(SamplingParams params, uint64_t seed)
+      : params_(std::move(params)), rng_(seed) {}
+
+  int32_t Next(std::vector<float>& logits,
+               const std::vector<int32_t>& generated) {
+    if (params_.repetition_penalty != 1.0f) {
+      for (int32_t id :
+           std::unordered_set<int32_t>(generated.begin(), generated.end())) {
+        if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
+        float& logit = logits[id];
+        logit = logit < 0 ? logit * params_.repetition_penalty
+                          : logit / params_.repetition_penalty;
+      }
+    }
+    if (static_cast<int>(generated.size()) < params_.min_new_tokens) {
+      for (int32_t eos : params_.eos_token_ids)
+        logits[eos] = -std::numeric_limits<float>::infinity();
+    }
+    if (params_.temperature <= 0.0f) {
+      return static_cast<int32_t>(
+          std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    for (float& logit : logits) logit /= params_.temperature;
+    std::vector<int32_t> order(logits.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b];
+    });
+    size_t keep = order.size();
+    if (params_.top_k > 0) {
+      keep = std::min(keep, static_cast<size_t>(params_.top_k));
+      const float kth = logits[order[keep - 1]];
+      while (keep < order.size() && logits[order[keep]] == kth) ++keep;
+    }
+    const float max_logit = logits[order[0]];
+    std::vector<double> probs(keep);
+    double total = 0;
+    for (size_t i = 0; i < keep; ++i) {
+      probs[i] = std::exp(static_cast<double>(logits[order[i]]) - max_logit);
+      total += probs[i];
+    }
+    if (params_.top_p < 1.0f) {
+      double cumulative = 0;
+      size_t nucleus = 0;
+      while (nucleus < keep) {
+        cumulative += probs[nucleus] / total;
+        ++nucleus;
+        if (cumulative >= params_.top_p) break;
+      }
+      keep = nucleus;
+      total = std::accumulate(probs.begin(), probs.begin() + keep, 0.0);
+    }
+    if (!(total > 0)) return order[0];
+    std::uniform_real_distribution<double> uniform(0.0, total);
+    double coin = uniform(rng_);
+    for (size_t i = 0; i < keep; ++i) {
+      coin -= probs[i];
+      if (coin <= 0) return order[i];
+    }
+    return order[keep - 1];
+  }
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+};
+
+// Same seed, same logits: the same ids as sorting everything, for every
+// processor combination, with ties, masked ids and long sequences (the
+// repetition penalty's seen set grows with them).
+TEST(SamplerTest, SameIdsAsSortingTheWholeVocabulary) {
+  std::mt19937 rng(21);
+  int checked = 0;
+  for (int vocab : {3, 40, 1000, 32000}) {
+    for (int trial = 0; trial < (vocab == 32000 ? 8 : 50); ++trial) {
+      SamplingParams p;
+      p.eos_token_ids = {1};
+      const float temperatures[] = {0.0f, 0.7f, 1.0f, 1.8f};
+      p.temperature = temperatures[rng() % 4];
+      const int top_ks[] = {0, 1, 5, 50, vocab, vocab + 7};
+      p.top_k = top_ks[rng() % 6];
+      const float top_ps[] = {1.0f, 0.95f, 0.6f, 1e-6f};
+      p.top_p = top_ps[rng() % 4];
+      p.repetition_penalty = rng() % 2 ? 1.0f : 1.3f;
+      p.min_new_tokens = rng() % 2 ? 0 : 3;
+      // sigma 0.3 spreads the mass (top-p needs most of the vocabulary);
+      // quantized logits make ties.
+      const float sigma = rng() % 2 ? 0.3f : 3.0f;
+      const bool quantized = rng() % 3 == 0;
+      const uint64_t seed = rng();
+      Sampler sampler(p, seed);
+      FullSortSampler reference(p, seed);
+      std::normal_distribution<float> normal(0.0f, sigma);
+      std::vector<int32_t> generated;
+      for (int step = 0; step < 24; ++step) {
+        std::vector<float> logits(vocab);
+        for (float& x : logits)
+          x = quantized ? std::round(normal(rng) * 2) / 2 : normal(rng);
+        std::vector<float> copy = logits;
+        const int32_t id = sampler.Next(logits, generated);
+        ASSERT_EQ(id, reference.Next(copy, generated))
+            << "vocab " << vocab << " trial " << trial << " step " << step;
+        ASSERT_EQ(logits, copy);  // the same processed logits, in place
+        generated.push_back(id);
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, (3 * 50 + 8) * 24);
+}
+
+TEST(SamplerTest, TopKKeepsEveryIdTiedWithTheKth) {
+  SamplingParams p = Greedy();
+  p.temperature = 1.0f;
+  p.top_k = 2;
+  Sampler sampler(p, 5);
+  std::vector<int> counts(5, 0);
+  for (int i = 0; i < 3000; ++i) {
+    std::vector<float> logits = {1.0f, 2.0f, 2.0f, 2.0f, 0.0f};
+    ++counts[sampler.Next(logits, {})];
+  }
+  EXPECT_EQ(counts[0], 0);
+  EXPECT_EQ(counts[4], 0);
+  for (int id : {1, 2, 3}) EXPECT_NEAR(counts[id], 1000, 150) << id;
+}
+
+TEST(SamplerTest, RepetitionPenaltyStartsOverForAnotherList) {
+  SamplingParams p = Greedy();
+  p.repetition_penalty = 2.0f;
+  Sampler sampler(p, 1);
+  std::vector<float> logits = {0.0f, 4.0f, 4.0f, 4.0f};
+  sampler.Next(logits, {1, 2});
+  EXPECT_EQ(logits, (std::vector<float>{0.0f, 2.0f, 2.0f, 4.0f}));
+  logits = {0.0f, 4.0f, 4.0f, 4.0f};
+  sampler.Next(logits, {3});  // shorter: a new sequence
+  EXPECT_EQ(logits, (std::vector<float>{0.0f, 4.0f, 4.0f, 2.0f}));
+  logits = {0.0f, 4.0f, 4.0f, 4.0f};
+  sampler.Next(logits, {2, 1});  // its last seen id changed
+  EXPECT_EQ(logits, (std::vector<float>{0.0f, 2.0f, 2.0f, 4.0f}));
+  logits = {0.0f, 4.0f, 4.0f, 4.0f};
+  sampler.Next(logits, {2, 1, 1, 3});  // grew: 3 is new, 1 counted once
+  EXPECT_EQ(logits, (std::vector<float>{0.0f, 2.0f, 2.0f, 2.0f}));
 }
 
 }  // namespace

@@ -4,8 +4,13 @@
 // shim keeps SentencePiece's bundled protobuf from clashing with them.
 #include <gtest/gtest.h>
 
+#include <numeric>
 #include <random>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
+#include "absl/types/span.h"
+#include "model/runtime/incremental_decoder.h"
 #include "model/runtime/lm_tokenizer.h"
 #include "model/runtime/package.h"
 #include "model/runtime/text_streamer.h"
@@ -109,36 +114,232 @@ TEST_P(FixtureTokenizerTest, RandomIdsDecodeLikeTheReference) {
   }
 }
 
-// Streaming: the concatenated deltas equal decoding all ids at once, and no
-// delta ever holds a broken character.
-TEST_P(FixtureTokenizerTest, StreamingDetokenizerMatchesFullDecode) {
-  const FixtureTokenizers& t = Fixture(GetParam());
+// Streaming test inputs.
+
+constexpr absl::string_view kReplacementChar = "\xEF\xBF\xBD";
+
+// Whole, well-formed UTF-8 characters only.
+bool IsWholeUtf8(absl::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t length = c < 0x80             ? 1
+                          : (c & 0xE0) == 0xC0 ? 2
+                          : (c & 0xF0) == 0xE0 ? 3
+                          : (c & 0xF8) == 0xF0 ? 4
+                                               : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    for (size_t j = 1; j < length; ++j) {
+      if ((static_cast<unsigned char>(text[i + j]) & 0xC0) != 0x80)
+        return false;
+    }
+    i += length;
+  }
+  return true;
+}
+
+std::vector<int32_t> RandomIds(std::mt19937& rng,
+                               const std::vector<int32_t>& alphabet,
+                               size_t length) {
+  std::vector<int32_t> ids(length);
+  for (auto& id : ids) id = alphabet[rng() % alphabet.size()];
+  return ids;
+}
+
+// Ids whose pieces make decoding hard: byte-fallback bytes, pieces of only
+// space / punctuation / the letters of " n't 's 've 're 'm" (T5's clean-up
+// rules), and specials (skipped by decode).
+std::vector<int32_t> HardIds(const LmTokenizer& tokenizer) {
+  std::vector<int32_t> ids;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    const std::string piece = tokenizer.TokenString(id);
+    const std::string rest = absl::StrReplaceAll(piece, {{"\xE2\x96\x81", ""}});
+    const bool bytes = absl::StartsWith(piece, "<0x");
+    const bool rule_letters =
+        rest.find_first_not_of(".?!,'ntmsvre") == std::string::npos;
+    const bool special =
+        absl::StartsWith(piece, "<") || absl::StartsWith(piece, "[");
+    if (bytes || rule_letters || special) {
+      ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
+// Fixed, random (whole vocabulary and hard ids) and long id sequences.
+std::vector<std::vector<int32_t>> StreamingSequences(const FixtureTokenizers& t,
+                                                     size_t random_length) {
   std::mt19937 rng(11);
+  std::vector<int32_t> vocabulary(t.lm->vocab_size());
+  std::iota(vocabulary.begin(), vocabulary.end(), 0);
+  const std::vector<int32_t> hard = HardIds(*t.lm);
   std::vector<std::vector<int32_t>> sequences;
   for (const auto& c : t.reference["decodes"])
     sequences.push_back(c["ids"].get<std::vector<int32_t>>());
   for (const auto& c : t.reference["cases"])
     sequences.push_back(c["input_ids"].get<std::vector<int32_t>>());
-  for (int i = 0; i < 200; ++i) {  // random ids over the whole vocabulary
-    std::vector<int32_t> ids(1 + rng() % 40);
-    for (auto& id : ids) id = static_cast<int32_t>(rng() % t.lm->vocab_size());
-    sequences.push_back(ids);
+  for (int i = 0; i < 150; ++i) {
+    sequences.push_back(RandomIds(rng, vocabulary, 1 + rng() % random_length));
+    sequences.push_back(RandomIds(rng, hard, 1 + rng() % random_length));
+  }
+  return sequences;
+}
+
+// After every id, the final text so far plus the tail is exactly the decode
+// of the ids so far; final text comes in whole characters.
+TEST_P(FixtureTokenizerTest, IncrementalDecoderMatchesEveryPrefix) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  for (const auto& ids : StreamingSequences(t, 80)) {
+    IncrementalDecoder decoder(*t.lm);
+    std::string final_text;
+    for (size_t n = 1; n <= ids.size(); ++n) {
+      const std::string delta = decoder.Append(ids[n - 1]);
+      ASSERT_TRUE(IsWholeUtf8(delta)) << delta;
+      ASSERT_FALSE(absl::EndsWith(delta, kReplacementChar)) << delta;
+      final_text += delta;
+      ASSERT_EQ(final_text + decoder.tail(),
+                t.lm->Decode(absl::MakeConstSpan(ids).first(n)))
+          << ::testing::PrintToString(ids) << " after " << n << " ids";
+    }
+  }
+}
+
+// The work per id stays bounded: a long sequence's decoder re-decodes only a
+// few recent ids.
+TEST_P(FixtureTokenizerTest, IncrementalDecoderWindowStaysSmall) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  // Prose, specials left out.
+  const std::vector<int32_t> specials = t.lm->EncodePrompt("");
+  std::vector<int32_t> prose;
+  while (prose.size() < 3000) {
+    for (int32_t id : t.lm->EncodePrompt(
+             "What is unusual about this image? There's a red circle, and "
+             "it isn't left of the square: it's above it. ")) {
+      if (std::find(specials.begin(), specials.end(), id) == specials.end())
+        prose.push_back(id);
+    }
+  }
+  std::mt19937 rng(3);
+  std::vector<int32_t> vocabulary(t.lm->vocab_size());
+  std::iota(vocabulary.begin(), vocabulary.end(), 0);
+  for (const auto& ids : {prose, RandomIds(rng, vocabulary, 3000)}) {
+    IncrementalDecoder decoder(*t.lm);
+    std::string text;
+    size_t widest = 0;
+    for (int32_t id : ids) {
+      text += decoder.Append(id);
+      widest = std::max(widest, decoder.window_size());
+    }
+    EXPECT_EQ(text + decoder.tail(), t.lm->Decode(ids));
+    // Prose: the last chunk and the new id. Random ids: also runs of
+    // specials (no text) and of bytes completing no character (rarely > 8
+    // in 3000).
+    EXPECT_LE(widest, ids == prose ? 2u : 24u);
+  }
+}
+
+// Streaming: the concatenated deltas equal decoding all ids at once, also
+// for long sequences, and no delta ever holds a broken character.
+TEST_P(FixtureTokenizerTest, StreamingDetokenizerMatchesFullDecode) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  std::vector<std::vector<int32_t>> sequences = StreamingSequences(t, 40);
+  std::mt19937 rng(5);
+  std::vector<int32_t> vocabulary(t.lm->vocab_size());
+  std::iota(vocabulary.begin(), vocabulary.end(), 0);
+  for (int i = 0; i < 3; ++i) {
+    sequences.push_back(RandomIds(rng, vocabulary, 2000));
+    sequences.push_back(RandomIds(rng, HardIds(*t.lm), 2000));
   }
   for (const auto& ids : sequences) {
     TextStreamer streamer(*t.lm, {});
     std::string streamed;
     for (int32_t id : ids) {
       const std::string delta = streamer.Append(id).text;
-      EXPECT_EQ(delta.find("\xEF\xBF\xBD",
-                           delta.size() >= 3 ? delta.size() - 3 : 0) ==
-                        std::string::npos ||
-                    t.lm->Decode(ids).find("\xEF\xBF\xBD") != std::string::npos,
-                true);
+      EXPECT_TRUE(IsWholeUtf8(delta)) << delta;
+      EXPECT_FALSE(absl::EndsWith(delta, kReplacementChar)) << delta;
       streamed += delta;
     }
     streamed += streamer.Finish();
-    EXPECT_EQ(streamed, t.lm->Decode(ids));
+    EXPECT_EQ(streamed, t.lm->Decode(ids)) << ::testing::PrintToString(ids);
+    EXPECT_EQ(streamed, streamer.text());
   }
+}
+
+// Stop sequences: the streamer stops at the first id whose decode (of all
+// ids so far) holds a stop, with exactly the text before its earliest
+// occurrence; without one, everything comes out.
+TEST_P(FixtureTokenizerTest, StreamerStopsAtTheFirstDecodeHoldingAStop) {
+  const FixtureTokenizers& t = Fixture(GetParam());
+  std::mt19937 rng(17);
+  int stopped_count = 0;
+  for (const auto& ids : StreamingSequences(t, 60)) {
+    const std::string whole = t.lm->Decode(ids);
+    // Two stops: pieces of the text (cut at character boundaries) or, for
+    // some sequences, strings it does not hold.
+    std::vector<std::string> stops;
+    for (int i = 0; i < 2; ++i) {
+      size_t begin = whole.empty() ? 0 : rng() % whole.size();
+      size_t end = std::min(whole.size(), begin + 1 + rng() % 6);
+      while (begin > 0 && (whole[begin] & 0xC0) == 0x80) --begin;
+      while (end < whole.size() && (whole[end] & 0xC0) == 0x80) ++end;
+      stops.push_back(rng() % 5 == 0 || begin == end
+                          ? "\x01no such text"
+                          : whole.substr(begin, end - begin));
+    }
+    // The reference: decode every prefix from scratch.
+    std::string expected = whole;
+    size_t expected_stop_id = ids.size();
+    for (size_t n = 1; n <= ids.size() && expected_stop_id == ids.size(); ++n) {
+      const std::string text = t.lm->Decode(absl::MakeConstSpan(ids).first(n));
+      size_t at = std::string::npos;
+      for (const std::string& stop : stops) at = std::min(at, text.find(stop));
+      if (at != std::string::npos) {
+        expected = text.substr(0, at);
+        expected_stop_id = n - 1;
+      }
+    }
+
+    TextStreamer streamer(*t.lm, stops);
+    std::string streamed;
+    size_t stop_id = ids.size();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const TextStreamer::Delta delta = streamer.Append(ids[i]);
+      EXPECT_TRUE(IsWholeUtf8(delta.text)) << delta.text;
+      streamed += delta.text;
+      if (delta.stopped) {
+        stop_id = i;
+        break;
+      }
+    }
+    streamed += streamer.Finish();
+    SCOPED_TRACE(::testing::PrintToString(ids) + " stops " +
+                 ::testing::PrintToString(stops));
+    EXPECT_EQ(stop_id, expected_stop_id);
+    EXPECT_EQ(streamed, expected);
+    stopped_count += stop_id < ids.size();
+  }
+  EXPECT_GT(stopped_count, 100);  // the stops were really exercised
+}
+
+// T5's decode rewrites its end (clean-up, strip), yet streaming releases
+// text word by word, not at the end, and it adds up to the decode.
+TEST(T5StreamingTest, ReleasesTextBeforeTheEnd) {
+  const FixtureTokenizers& t = Fixture("tiny-t5");
+  const std::string text =
+      "it 's a red circle , is n't it ? we 've seen it . they 're here !";
+  std::vector<int32_t> ids = t.lm->EncodePrompt(text);
+  ids.pop_back();  // the EOS
+  TextStreamer streamer(*t.lm, {});
+  std::string streamed;
+  size_t released_before_half = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    streamed += streamer.Append(ids[i]).text;
+    if (i + 1 == ids.size() / 2) released_before_half = streamed.size();
+  }
+  streamed += streamer.Finish();
+  EXPECT_EQ(streamed, t.lm->Decode(ids));
+  EXPECT_EQ(streamed,
+            "it's a red circle, isn't it? we've seen it. they're here!");
+  EXPECT_GT(released_before_half, 15u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTokenizerTest,
