@@ -154,7 +154,7 @@ def measured(server, action):
 def server_runs(package, workloads, args, poisson=True):
     """Sections 1-3 (and 4 if `poisson`) through one fresh server."""
     server = start_server("--threads", str(THREADS), "--scheduler.max-running-sequences", "32",
-                          package_dir=package, start_timeout=600)
+                          *args.server_arg, package_dir=package, start_timeout=600)
     try:
         load(server, workloads.warm, "--concurrency", "1")
         single, single_stages = measured(
@@ -236,13 +236,16 @@ def main():
     parser.add_argument("--single-tokens", type=int, default=64)
     parser.add_argument("--poisson-requests", type=int, default=64)
     parser.add_argument("--load", type=float, default=0.7, help="Poisson rate / capacity")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="a flag for iblip-server (repeat it for more; "
+                             "e.g. --server-arg=--scheduler.prefill-token-budget --server-arg=512)")
     parser.add_argument("--baseline", help="an earlier run's --json-out: its numbers as 'before'")
     parser.add_argument("--json-out", default=os.path.join(WORK, "results.json"))
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     dtypes, families = args.dtypes.split(","), args.families.split(",")
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     workloads = Workloads(args)
     models = {(f, d): bench_model(PRESETS[f], d) for f in families for d in dtypes}
     results = {f: {d: {"eager": [], "server": []} for d in dtypes} for f in families}
@@ -267,6 +270,7 @@ def main():
                 "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
                 "settings": {k: v for k, v in vars(args).items()
                              if k not in ("baseline", "json_out", "output")},
+                "load_average": [load_before, os.getloadavg()[0]],
                 "copy_bandwidth_gb_s": bandwidth, "results": results}
     with open(args.json_out, "w") as f:
         json.dump(document, f, indent=1)

@@ -272,6 +272,20 @@ def machine():
             f"torch {torch.__version__} (libtorch C++ in the server); 2 intra-op threads")
 
 
+def load_note(document):
+    """The 1-minute load average when the run started and ended: above the
+    core count, other work competed for the CPUs and the numbers are not
+    the machine's."""
+    if "load_average" not in document:
+        return ""
+    start, end = document["load_average"]
+    note = f" Load average (1 min) at the start and end of the run: {start:.1f}, {end:.1f}"
+    if max(start, end) > os.cpu_count():
+        note += (f", above the {os.cpu_count()} cores: other work competed for them, so these "
+                 "numbers are not the machine's")
+    return note + "."
+
+
 def kept_large_model_section(path):
     """bench/large_model.py's section of the existing report, if any."""
     text = open(path).read() if os.path.exists(path) else ""
@@ -295,7 +309,7 @@ def render(document, baseline, kept=""):
     if baseline:
         lines += [f"\"Before\": `{baseline['command']}` on {baseline['date']} "
                   f"(commit {baseline['commit']}).", ""]
-    lines += [f"Machine: {machine()}.", ""]
+    lines += [f"Machine: {machine()}." + load_note(document), ""]
     for family in document["results"]:
         lines.append(f"- {FAMILY_NAMES[family]}: {MODELS[family]}")
     lines += ["", "## Summary", ""] + summary(document) + [""]

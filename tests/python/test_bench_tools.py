@@ -107,6 +107,38 @@ def test_kv_gauges_of_slots_and_of_blocks():
     assert large_model.allocated_tokens({}, 2048) == (None, None)
 
 
+def test_kv_capacity_reads_todays_slot_pool(tmp_path):
+    """The 7B check's measurement against the real server, scaled down: the
+    tiny package's 1 KiB a token in a 1 MiB budget is two slots of 512
+    positions, so two of four streams run at once and at most 2 x 400 of
+    the budget's 1024 tokens are live."""
+    import argparse
+    import json
+    from iblip_client import Client
+    from server_harness import PACKAGE_DIR, png_bytes, start_server, stop_server
+    manifest = json.load(open(os.path.join(PACKAGE_DIR, "manifest.json")))
+    per_token = large_model.kv_bytes_per_token(manifest)
+    assert per_token == 1024
+    images = []
+    for i in range(4):
+        images.append(str(tmp_path / f"{i}.png"))
+        open(images[-1], "wb").write(png_bytes(color=(40 * i, 90, 200)))
+    args = argparse.Namespace(kv_cache_mib=1, sequence_tokens=400, poll_s=0.01, run_to_end=True)
+    server = start_server("--scheduler.kv-cache-mib", "1", "--scheduler.max-running-sequences", "8")
+    try:
+        with Client(server.address) as client:
+            info = client.info()
+        result = large_model.kv_capacity(server, args, info, per_token, images)
+    finally:
+        assert stop_server(server) == 0
+    assert result["budget_tokens"] == 1024 and result["streams"] == 4
+    assert result["peak_held"] == 2
+    assert 0 < result["live_tokens_at_peak"] <= 2 * 400
+    assert result["live_share"] == result["live_tokens_at_peak"] / 1024
+    assert result["allocated_share"] == 1.0  # both slots taken at the peak
+    assert all(s["server_running"] <= 2 for s in result["samples"])
+
+
 def large_result(held, live_tokens, decode):
     return {"command": "bench/large_model.py", "preset": "vicuna-7b", "dtype": "bf16",
             "kv_cache_mib": 4096, "kv_bytes_per_token": 524288, "package_gib": 14.7,
