@@ -239,11 +239,17 @@ def main():
     parser.add_argument("--server-arg", action="append", default=[],
                         help="a flag for iblip-server (repeat it for more; "
                              "e.g. --server-arg=--scheduler.prefill-token-budget --server-arg=512)")
+    parser.add_argument("--omp-wait-policy", choices=["passive", "active"],
+                        help="OMP_WAIT_POLICY of the server and the eager loop alike (default: "
+                             "libgomp's own); on a machine other work keeps busy, passive "
+                             "stops the eager loop's threads spinning against it")
     parser.add_argument("--baseline", help="an earlier run's --json-out: its numbers as 'before'")
     parser.add_argument("--json-out", default=os.path.join(WORK, "results.json"))
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
+    if args.omp_wait_policy:  # inherited by the server and the eager loop
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     dtypes, families = args.dtypes.split(","), args.families.split(",")
     started, load_before = time.monotonic(), os.getloadavg()[0]
     workloads = Workloads(args)

@@ -283,7 +283,11 @@ def load_note(document):
     if max(start, end) > os.cpu_count():
         note += (f", above the {os.cpu_count()} cores: other work competed for them, so these "
                  "numbers are not the machine's")
-    return note + "."
+    note += "."
+    policy = document["settings"].get("omp_wait_policy")
+    if policy:
+        note += f" OMP_WAIT_POLICY={policy.upper()} for the server and the eager loop alike."
+    return note
 
 
 def kept_large_model_section(path):
