@@ -25,7 +25,6 @@ which this script keeps. Run it on an otherwise idle machine: bench/run
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -46,6 +46,8 @@ import threading
 import time
 import urllib.request
 
+import grpc
+
 from benchmarks import (BUILD, PYTHON, ROOT, THREADS, WORK, bench_model, load, log,
                         write_workload)
 from photos import fresh_jpegs
@@ -122,6 +124,7 @@ class Stream:
         self.tokens = 0  # received so far
         self.started = self.ended = False
         self.call = None
+        self.error = None  # how it failed, unless we cancelled it
 
 
 def run_streams(client, images, new_tokens):
@@ -129,7 +132,9 @@ def run_streams(client, images, new_tokens):
     threads."""
     streams = [Stream() for _ in images]
 
-    def consume(stream, image):
+    def consume(stream, path):
+        with open(path, "rb") as f:
+            image = f.read()
         stream.call = client.generate(image, PROMPT, max_new_tokens=new_tokens,
                                       min_new_tokens=new_tokens)
         try:
@@ -137,12 +142,13 @@ def run_streams(client, images, new_tokens):
                 if message.token_ids:
                     stream.tokens += len(message.token_ids)
                     stream.started = True
-        except Exception:  # cancelled once the peak has passed
-            pass
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:  # we cancel once the peak has passed
+                stream.error = f"{e.code().name}: {e.details()}"
         stream.ended = True
 
-    threads = [threading.Thread(target=consume, args=(s, open(i, "rb").read()), daemon=True)
-               for s, i in zip(streams, images)]
+    threads = [threading.Thread(target=consume, args=(s, path), daemon=True)
+               for s, path in zip(streams, images)]
     for thread in threads:
         thread.start()
     return streams, threads
@@ -158,7 +164,7 @@ def kv_bytes_per_token(manifest):
 def kv_capacity(server, args, info, per_token_bytes, images):
     """Section 1, one stream per image: samples of the held sequences and
     live tokens; the peak."""
-    from iblip_client import Client
+    from iblip_client import Client  # needs the build's stubs (build/python)
     queries, max_context = info.num_query_tokens, info.limits.max_context_tokens
     budget_tokens = args.kv_cache_mib * 2**20 // per_token_bytes
     with Client(server.address) as client:
@@ -189,6 +195,9 @@ def kv_capacity(server, args, info, per_token_bytes, images):
                         s.call.cancel()
         for thread in threads:
             thread.join(60)
+    errors = [s.error for s in streams if s.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(streams)} streams failed: {errors[0]}")
     peak = max(samples, key=lambda s: s["live_tokens"])
     return {"streams": len(images), "sequence_tokens": args.sequence_tokens,
             "new_tokens": new_tokens, "budget_tokens": budget_tokens,
