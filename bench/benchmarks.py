@@ -253,8 +253,21 @@ def main():
     started, load_before = time.monotonic(), os.getloadavg()[0]
     workloads = Workloads(args)
     models = {(f, d): bench_model(PRESETS[f], d) for f in families for d in dtypes}
-    results = {f: {d: {"eager": [], "server": []} for d in dtypes} for f in families}
-    bandwidth = []
+    results = {f: {d: {"eager": [], "server": [],
+                       "decode_weight_bytes": decode_weight_bytes(models[f, d][0], d)}
+                   for d in dtypes} for f in families}
+    document = {"command": "bench/run " + " ".join(sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
+                "settings": {k: v for k, v in vars(args).items()
+                             if k not in ("baseline", "json_out", "output")},
+                "copy_bandwidth_gb_s": [], "results": results}
+
+    def save():  # after every piece, so that a failure later loses nothing
+        document["minutes"] = (time.monotonic() - started) / 60
+        document["load_average"] = [load_before, os.getloadavg()[0]]
+        with open(args.json_out, "w") as f:
+            json.dump(document, f, indent=1)
+
     for repeat in range(args.repeats):
         for family in families:
             for dtype in dtypes:
@@ -262,23 +275,13 @@ def main():
                 log(f"repeat {repeat + 1}/{args.repeats}, {family} {dtype}: eager loop")
                 results[family][dtype]["eager"].append(
                     eager(checkpoint, dtype, workloads, args.batch_size))
+                save()
                 log(f"repeat {repeat + 1}/{args.repeats}, {family} {dtype}: server")
                 results[family][dtype]["server"].append(
                     server_runs(package, workloads, args, poisson=family == "llama"))
-        bandwidth.append(copy_bandwidth())
-    for family in families:
-        for dtype in dtypes:
-            results[family][dtype]["decode_weight_bytes"] = decode_weight_bytes(
-                models[family, dtype][0], dtype)
-    document = {"command": "bench/run " + " ".join(sys.argv[1:]),
-                "minutes": (time.monotonic() - started) / 60,
-                "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
-                "settings": {k: v for k, v in vars(args).items()
-                             if k not in ("baseline", "json_out", "output")},
-                "load_average": [load_before, os.getloadavg()[0]],
-                "copy_bandwidth_gb_s": bandwidth, "results": results}
-    with open(args.json_out, "w") as f:
-        json.dump(document, f, indent=1)
+                save()
+        document["copy_bandwidth_gb_s"].append(copy_bandwidth())
+        save()
     baseline = json.load(open(args.baseline)) if args.baseline else None
     write_report(document, baseline, args.output)
     log(f"wrote {args.output} and {args.json_out}")

@@ -28,7 +28,7 @@ def median(values):
 def fmt(values, digits=1):
     """'median (low-high)' over repeats, or the one value."""
     mid = median(values)
-    if len(values) == 1:
+    if min(values) == max(values):
         return f"{mid:.{digits}f}"
     return f"{mid:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 

@@ -176,3 +176,34 @@ def test_fresh_photos_are_jpegs_of_the_promised_sizes(tmp_path):
         assert 640 <= width <= 800 and height == width * 3 // 4
         assert 20_000 < len(data) < 400_000  # compresses like a photo, not like noise
     assert photos.draw(7).tobytes() == photos.draw(7).tobytes()
+
+
+def test_a_run_saves_its_results_and_writes_the_report(tmp_path, monkeypatch):
+    """bench/run's orchestration with the measurements stubbed out: every
+    family x format x repeat lands in the JSON that report.py reads, and a
+    baseline missing a family shows '-'."""
+    import json
+    import benchmarks
+    monkeypatch.setattr(benchmarks, "bench_model", lambda preset, dtype: ("ckpt", "pkg"))
+    monkeypatch.setattr(benchmarks, "decode_weight_bytes", lambda checkpoint, dtype: 1e8)
+    monkeypatch.setattr(benchmarks, "Workloads", lambda args: None)
+    monkeypatch.setattr(benchmarks, "copy_bandwidth", lambda: 30.0)
+    monkeypatch.setattr(benchmarks, "eager", lambda *a: eager_run(200.0, 22.0, 90.0))
+    monkeypatch.setattr(benchmarks, "server_runs", lambda package, workloads, args, poisson:
+                        server_run(100.0, 16.0, 200.0, poisson=poisson))
+    before = document()
+    del before["results"]["t5"]
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    monkeypatch.setattr(sys, "argv", [
+        "benchmarks.py", "--repeats", "2", "--dtypes", "bf16", "--json-out",
+        str(tmp_path / "r.json"), "--output", str(tmp_path / "B.md"), "--baseline",
+        str(tmp_path / "before.json")])
+    benchmarks.main()
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["copy_bandwidth_gb_s"] == [30.0, 30.0]
+    assert set(saved["results"]) == {"llama", "t5"}
+    assert len(saved["results"]["t5"]["bf16"]["server"]) == 2
+    assert "poisson" not in saved["results"]["t5"]["bf16"]["server"][0]
+    text = (tmp_path / "B.md").read_text()
+    t5 = text[text.index("### 5.1"):text.index("### 5.2")]
+    assert "| bf16 | 200.0 | 100.0 | 0.50x | - | <= 0.7x | **met** (0.50x) |" in t5
