@@ -1,15 +1,14 @@
-// iblip-engine-bench: the engine in-process on a model package, next to our
-// eager PyTorch model with a Hugging Face-style generate loop.
+// iblip-engine-bench: the engine in-process on a model package.
 //
-//   iblip-engine-bench --model PACKAGE_DIR [--checkpoint HF_DIR]
+//   iblip-engine-bench --model PACKAGE_DIR
 //       [--concurrency 1,4,8,16,32] [--requests-per-level N] [--threads N]
 //       [--images A.jpg,B.jpg,...] [--prompt TEXT]
 //
 // Workload: synthetic images, prompts of 6-20 tokens, output lengths spread
 // evenly over [--min-tokens, --max-tokens] (min_new_tokens = max_new_tokens,
-// so every request produces exactly its length). With --checkpoint, the same
-// work runs through model/python/iblip_model/eager_bench.py (sequential, and
-// static batches of 8 padded to the longest). With --images (request i
+// so every request produces exactly its length). The eager PyTorch baseline
+// (model/python/iblip_model/eager_bench.py) runs in bench/run on the same
+// JPEGs and prompts as the server. With --images (request i
 // decodes and preprocesses image i mod n on the submitting thread, as the
 // server's handlers do) and --prompt, the load is the one bench/run sends
 // through gRPC, so the two differ only by gRPC and the server's scheduling.
@@ -187,8 +186,7 @@ int Main(int argc, char** argv) {
   auto parsed = CommandLine::Parse(argc, argv, {});
   if (!parsed.ok() || !parsed->Get("model")) {
     std::cerr
-        << "usage: iblip-engine-bench --model PACKAGE_DIR [--checkpoint "
-           "HF_DIR] "
+        << "usage: iblip-engine-bench --model PACKAGE_DIR "
            "[--concurrency 1,4,8,16,32] [--requests-per-level N] [--threads N] "
            "[--min-tokens 32] [--max-tokens 128] [--images A.jpg,B.jpg] "
            "[--prompt TEXT]\n";
@@ -273,18 +271,6 @@ int Main(int argc, char** argv) {
     std::printf(
         "\ndecode-phase tok/s at 16 / single stream: %.2fx (target >= 6x)\n",
         sixteen->decode_tok_s / single->decode_tok_s);
-  }
-  if (auto checkpoint = line.Get("checkpoint")) {
-    const int count = number("requests-per-level", 8);
-    const std::string command = absl::StrCat(
-        "PYTHONPATH='", IBLIP_MODEL_PYTHON_DIR,
-        "' /usr/bin/python3 -m iblip_model.eager_bench --checkpoint '",
-        *checkpoint, "' --requests ", count, " --min-tokens ", min_tokens,
-        " --max-tokens ", max_tokens, " --threads ", threads > 0 ? threads : 0);
-    std::printf("\neager PyTorch baseline (%s):\n", command.c_str());
-    std::fflush(stdout);
-    if (std::system(command.c_str()) != 0)
-      std::fprintf(stderr, "eager baseline failed\n");
   }
   return 0;
 }

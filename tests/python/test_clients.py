@@ -82,9 +82,46 @@ def test_bench_counts_errors_by_code(server, image_path, tmp_path):
 
 
 def test_bench_rejects_a_bad_command_line():
-    result = subprocess.run([BENCH_BIN, "--concurrency", "2", "--rate", "3", "--image", "x"],
+    for flags in (["--concurrency", "2", "--rate", "3"], ["--rate", "3", "--load-fraction", "0.7"]):
+        result = subprocess.run([BENCH_BIN, *flags, "--image", "x"],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and "exclude each other" in result.stderr
+    result = subprocess.run([BENCH_BIN, "--load-fraction", "0", "--image", "x"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "exclude each other" in result.stderr
+    assert result.returncode == 2 and "--load-fraction must be > 0" in result.stderr
+
+
+def test_bench_measures_capacity_then_offers_a_fraction_of_it(server, tmp_path):
+    """--load-fraction: a closed-loop phase, then Poisson arrivals at that
+    fraction of its requests/s, each phase on its own workload lines: with
+    an image per line every image reaches the server once (a cache miss)."""
+    from server_harness import png_bytes
+    lines = []
+    for i in range(10):
+        image = tmp_path / f"{i}.png"
+        image.write_bytes(png_bytes(color=(20 * i, 255 - 20 * i, 90)))
+        lines.append(json.dumps({"image": image.name, "prompt": "What is it?",
+                                 "parameters": {"max_new_tokens": 4, "min_new_tokens": 4}}))
+    workload = tmp_path / "fresh.jsonl"
+    workload.write_text("\n".join(lines) + "\n")
+    misses = ("iblip_cache_misses_total", (("cache", "vision"),))
+    before = scrape_metrics(server).get(misses, 0)
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [BENCH_BIN, "--server", server.address, "--workload", str(workload), "--concurrency", "2",
+         "--capacity-requests", "4", "--load-fraction", "0.7", "--seed", "5",
+         "--json-out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "capacity: closed loop, 2 streams" in result.stdout and "x capacity" in result.stdout
+    report = json.loads(out.read_text())
+    capacity = report["capacity"]
+    assert capacity["succeeded"] == 4 and capacity["concurrency"] == 2
+    assert report["mode"] == "open" and report["succeeded"] == report["requests"] == 6
+    assert abs(report["rate_per_s"] - 0.7 * capacity["requests_per_s"]) < 1e-9
+    # 4 tokens: 3 gaps, less one per token that came in the same message as another.
+    assert report["inter_token_latency"]["count"] + report["coalesced_tokens"] == 6 * 3
+    assert report["inter_token_latency"]["max_ms"] >= report["inter_token_latency"]["p99_ms"]
+    assert scrape_metrics(server)[misses] - before == 10
 
 
 def test_python_example_script_streams_an_answer(server, image_path):

@@ -17,6 +17,7 @@ TEST(LoadReportTest, PercentilesInterpolateLikeNumpy) {
   EXPECT_DOUBLE_EQ(p.p90, 4.6);
   EXPECT_DOUBLE_EQ(p.p99, 4.96);
   EXPECT_DOUBLE_EQ(p.mean, 3);
+  EXPECT_DOUBLE_EQ(p.max, 5);
   EXPECT_EQ(p.count, 5);
   EXPECT_EQ(LoadReport::Summarize({}).count, 0);
 }
@@ -40,6 +41,43 @@ TEST(LoadReportTest, ThroughputCountsSuccessesAndErrorsAreByCode) {
   EXPECT_EQ(json["errors"]["RESOURCE_EXHAUSTED"], 1);
   EXPECT_DOUBLE_EQ(json["time_to_first_token"]["p50_ms"].get<double>(), 100);
   EXPECT_NE(report.Table().find("RESOURCE_EXHAUSTED=1"), std::string::npos);
+}
+
+TEST(TokenTimelineTest, GapsAreTakenWithinEachSequenceBetweenMessages) {
+  TokenTimeline timeline;
+  timeline.Add(/*index=*/0, /*count=*/1, /*at_s=*/0.10);
+  timeline.Add(1, 1, 0.15);
+  timeline.Add(0, 2, 0.30);  // two tokens in one message: one gap
+  timeline.Add(0, 0, 0.32);  // the final message carries no tokens
+  timeline.Add(1, 1, 0.40);
+  RequestSample sample;
+  timeline.Fill(sample);
+  EXPECT_DOUBLE_EQ(sample.ttft_s, 0.10);
+  ASSERT_EQ(sample.inter_token_s.size(), 2u);
+  EXPECT_NEAR(sample.inter_token_s[0], 0.20, 1e-12);  // sequence 0
+  EXPECT_NEAR(sample.inter_token_s[1], 0.25, 1e-12);  // sequence 1
+  EXPECT_EQ(sample.output_tokens, 5);
+  EXPECT_EQ(sample.coalesced_tokens, 1);
+
+  RequestSample empty;
+  TokenTimeline().Fill(empty);
+  EXPECT_EQ(empty.output_tokens, 0);
+  EXPECT_TRUE(empty.inter_token_s.empty());
+}
+
+TEST(LoadReportTest, CountsCoalescedTokensAndReportsTheLargestGap) {
+  RequestSample a;
+  a.output_tokens = 3;
+  a.inter_token_s = {0.01, 0.5};
+  a.coalesced_tokens = 1;
+  LoadReport report({a}, 1.0);
+  EXPECT_EQ(report.coalesced_tokens(), 1);
+  EXPECT_DOUBLE_EQ(report.inter_token().max, 0.5);
+  auto json = nlohmann::json::parse(report.Json());
+  EXPECT_EQ(json["coalesced_tokens"], 1);
+  EXPECT_DOUBLE_EQ(json["inter_token_latency"]["max_ms"].get<double>(), 500);
+  EXPECT_NE(report.Table().find("1 tokens arrived in one message"),
+            std::string::npos);
 }
 
 TEST(WorkloadTest, ReadsJsonLinesWithRelativeImagesAndParameters) {

@@ -7,7 +7,9 @@ where this project is built).
 
 Presets: tiny-llama, tiny-t5 (a few MB), medium (LLaMA family; vision 12x768,
 Q-Former 12x768, LM 8x1024 with a 32001-row vocabulary: ~0.4 B parameters,
-realistic enough for benchmarks), vicuna-7b (the real
+realistic enough for benchmarks), medium-t5 (the same vision and Q-Former with
+a Flan-T5-shaped LM: d_model 1024, 8+8 layers, 16 heads, gated-GELU FFN 2816,
+32128-row vocabulary: ~0.45 B parameters), vicuna-7b (the real
 InstructBLIP-Vicuna-7B shapes: EVA ViT-g 39x1408, Q-Former 12x768, LLaMA
 32x4096: ~7.9 B parameters; write it as --dtype bf16 --format safetensors
 --shard-mb 2000, one shard in memory at a time: 16 GB on disk).
@@ -53,6 +55,13 @@ PRESETS = {
         qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         text=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
                   max_position_embeddings=2048)),
+    # Flan-T5-large's layer shape (d_model 1024, 16 heads x 64, d_ff 2816,
+    # vocabulary padded to 32128) with 8 encoder and 8 decoder layers.
+    "medium-t5": dict(
+        family="t5", queries=32, spm_pieces=1000, lm_vocab_size=32128,
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        text=dict(d_model=1024, d_kv=64, d_ff=2816, num_layers=8, num_decoder_layers=8, num_heads=16)),
     # Vision and Q-Former at the Hugging Face class defaults, as the real
     # checkpoint's config.json leaves them.
     "vicuna-7b": dict(

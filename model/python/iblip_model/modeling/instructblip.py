@@ -132,10 +132,13 @@ def load_pretrained(checkpoint_dir, dtype=torch.float32, quantize_int8=False):
 
 @torch.no_grad()
 def greedy_generate(model, pixel_values, input_ids, attention_mask, qformer_input_ids,
-                    qformer_attention_mask, max_new_tokens, eos_token_ids, pad_token_id=0):
+                    qformer_attention_mask, max_new_tokens, eos_token_ids, pad_token_id=0,
+                    on_token=None):
     """Hugging Face-style greedy decoding with inputs_embeds = [soft prompt;
     prompt] (left padding allowed). Returns (new token ids per row, the
-    logits of each step [steps,B,V])."""
+    logits of each step [steps,B,V]). `on_token`, if given, is called with
+    each step's chosen ids [B] as soon as they are known (benchmarks time
+    the stream with it)."""
     soft = model.soft_prompt(pixel_values, qformer_input_ids, qformer_attention_mask)
     embeds = torch.cat([soft, model.embed(input_ids).to(soft.dtype)], dim=1)
     mask = torch.cat([torch.ones(soft.shape[:2], dtype=attention_mask.dtype), attention_mask], dim=1)
@@ -164,6 +167,8 @@ def greedy_generate(model, pixel_values, input_ids, attention_mask, qformer_inpu
         for row in range(b):
             if not finished[row]:
                 tokens[row].append(int(chosen[row]))
+        if on_token is not None:
+            on_token(chosen)
         finished |= torch.isin(chosen, torch.tensor(eos_token_ids))
         if bool(finished.all()) or len(step_logits) == max_new_tokens:
             break
