@@ -43,29 +43,10 @@ constexpr absl::Duration kWarmupTimeout = absl::Minutes(10);
 
 ServingLimits ResolveLimits(const config::LimitsConfig& c,
                             const model::PackageManifest& m) {
-  ServingLimits limits;
-  limits.max_image_bytes = c.max_image_bytes();
-  limits.max_image_pixels = c.max_image_pixels();
-  limits.max_prompt_bytes = c.max_prompt_bytes();
-  limits.max_context_tokens = static_cast<uint32_t>(m.max_context_tokens);
-  // The prompt may use the whole context but one token after the image.
-  const uint32_t prompt_room =
-      limits.max_context_tokens - m.num_query_tokens - 1;
-  limits.max_prompt_tokens = c.has_max_prompt_tokens()
-                                 ? std::min(c.max_prompt_tokens(), prompt_room)
-                                 : prompt_room;
-  limits.max_new_tokens = std::min<uint32_t>(
-      c.max_new_tokens(), limits.max_context_tokens - m.num_query_tokens - 1);
-  limits.default_max_new_tokens =
-      std::min(c.default_max_new_tokens(), limits.max_new_tokens);
-  limits.max_num_beams = c.max_num_beams();
-  limits.max_return_sequences = c.max_return_sequences();
-  limits.max_stop_sequences = c.max_stop_sequences();
-  limits.max_stop_sequence_bytes = c.max_stop_sequence_bytes();
-  limits.max_request_bytes = c.max_request_bytes();
-  limits.max_request_time = absl::Seconds(c.max_request_time_s());
-  limits.lm_vocab_size = static_cast<uint32_t>(m.lm_vocab_size);
-  return limits;
+  return ServingLimitsFrom(
+      c, ModelBounds{static_cast<uint32_t>(m.max_context_tokens),
+                     static_cast<uint32_t>(m.num_query_tokens),
+                     static_cast<uint32_t>(m.lm_vocab_size)});
 }
 
 v1::ModelInfo BuildModelInfo(const model::PackageManifest& m,

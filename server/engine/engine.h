@@ -82,14 +82,6 @@ class Engine {
   }
   int max_queue_size() const { return options_.max_queue_size; }
 
-  // For liveness: when the engine last finished a step, and whether work is
-  // pending (a stalled engine has pending work and an old step time).
-  struct Progress {
-    absl::Time last_step_end;
-    bool work_pending = false;
-  };
-  Progress progress() const;
-
   // Cumulative time in batched decode steps and the tokens they produced
   // (prefill excluded): decode-phase throughput for benchmarks.
   struct DecodeStats {

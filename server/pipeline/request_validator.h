@@ -8,28 +8,9 @@
 #include "absl/time/time.h"
 #include "iblip/v1/iblip.pb.h"
 #include "server/engine/generation_request.h"
+#include "server/serving_limits.h"
 
 namespace iblip::server {
-
-// Request limits in force: the config's, resolved against the loaded model.
-struct ServingLimits {
-  uint32_t max_images_per_request = 1;
-  uint64_t max_image_bytes = 20ull << 20;
-  uint64_t max_image_pixels = 50'000'000;
-  uint32_t max_prompt_bytes = 16 * 1024;
-  uint32_t max_prompt_tokens = 0;
-  uint32_t max_new_tokens = 1024;
-  uint32_t max_context_tokens = 0;
-  uint32_t max_num_beams = 8;
-  uint32_t max_return_sequences = 8;
-  uint32_t max_stop_sequences = 8;
-  uint32_t max_stop_sequence_bytes = 128;
-  uint64_t max_request_bytes = 21ull << 20;
-  uint32_t lm_vocab_size = 0;
-  uint32_t default_max_new_tokens = 64;
-  // Longest a request may run from arrival; zero: only the client's deadline.
-  absl::Duration max_request_time = absl::ZeroDuration();
-};
 
 // The values unset GenerationParameters fields take.
 v1::GenerationParameters DefaultParameters(const ServingLimits& limits);

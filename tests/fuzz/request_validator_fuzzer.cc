@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "config/config_loader.h"
 #include "server/pipeline/request_validator.h"
 #include "server/grpc/wire_request.h"
 
@@ -19,9 +20,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return 0;
   }
-  iblip::server::ServingLimits limits;
-  limits.lm_vocab_size = 32000;
-  limits.max_context_tokens = 2048;
+  // The config's defaults against a Vicuna-shaped model.
+  static const iblip::server::ServingLimits limits = [] {
+    auto config = iblip::config::WithDefaults(iblip::config::ServerConfig());
+    if (!config.ok()) __builtin_trap();
+    return iblip::server::ServingLimitsFrom(config->limits(), {2048, 32, 32000});
+  }();
   auto validated = iblip::server::ValidateGenerateRequest(*request, limits, 7);
   if (!validated.ok()) {
     if (validated.status().message().empty())

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <string>
 
+#include "config/config_loader.h"
 #include "server/http/api_routes.h"
 #include "server/pipeline/request_validator.h"
 
@@ -22,11 +23,11 @@ class FakeChatBackend final : public ChatBackend {
   std::function<void()> Start(const v1::GenerateRequest& request,
                               const std::string&,
                               std::shared_ptr<ResponseSink> sink) override {
-    ServingLimits limits;
-    limits.max_context_tokens = 512;
+    auto config = config::WithDefaults(config::ServerConfig());
+    ServingLimits limits =
+        ServingLimitsFrom(config->limits(), {512, 32, 1000});
     limits.max_prompt_tokens = 400;
     limits.max_new_tokens = 100;
-    limits.lm_vocab_size = 1000;
     auto validated = ValidateGenerateRequest(request, limits, /*seed=*/1);
     if (!validated.ok()) {
       sink->OnComplete(validated.status(), UsageStats{});

@@ -2,11 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include "config/config_loader.h"
+
 namespace iblip::server {
 namespace {
 
+// The config's defaults (the only ones), then a few made small to test.
 ServingLimits TestLimits() {
-  ServingLimits limits;
+  auto config = config::WithDefaults(config::ServerConfig());
+  EXPECT_TRUE(config.ok());
+  ServingLimits limits = ServingLimitsFrom(config->limits(), {256, 32, 321});
   limits.max_image_bytes = 1000;
   limits.max_prompt_bytes = 100;
   limits.max_prompt_tokens = 50;
