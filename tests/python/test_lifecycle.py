@@ -1,11 +1,7 @@
-<<<<<<< ours
 """Startup and shutdown: bad packages never report ready; SIGTERM drains,
-sending GOAWAY at once; liveness notices a stalled engine."""
-=======
-"""Startup and shutdown: bad packages never report ready; SIGTERM drains; a
-drain that times out ends HTTP streams with an error event and [DONE]; a
-second signal exits at once."""
->>>>>>> theirs
+sending GOAWAY at once; a drain that times out ends HTTP streams with an
+error event and [DONE]; a second signal exits at once; liveness notices a
+stalled engine."""
 
 import json
 import os
@@ -17,14 +13,9 @@ import time
 
 import grpc
 
-<<<<<<< ours
-from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
-                            stop_server)
-=======
 from http_util import chat_body, connect, events, read_response, request_bytes
 from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
                             stop_server, terminate)
->>>>>>> theirs
 
 
 def run_server_expecting_failure(package_dir):
@@ -72,7 +63,6 @@ def test_sigterm_lets_a_running_request_finish():
         assert stop_server(server) == 0, "".join(server.log)
 
 
-<<<<<<< ours
 def wait_until(condition, timeout=30, what="condition"):
     """Polls `condition` until it is true (the server gives no push signal
     for these states); fails after `timeout` seconds."""
@@ -121,7 +111,7 @@ def test_sigterm_sends_goaway_at_once_and_the_held_request_still_finishes():
         reader.start()
         wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
         assert seen_ready.is_set()
-        server.process.send_signal(signal.SIGTERM)
+        terminate(server)
         assert left_ready.wait(30), "the channel never left READY: no GOAWAY"
         goaway_seen = time.monotonic()
         reader.join(60)
@@ -177,7 +167,8 @@ def test_max_request_time_ends_a_request_the_client_would_let_run():
             assert time.monotonic() - started < 30
     finally:
         assert stop_server(server) == 0, "".join(server.log)
-=======
+
+
 def test_a_drain_that_times_out_ends_http_streams_with_an_error_and_done():
     server = start_server("--http.enabled", "true", "--http.port", "0", "--drain-timeout-s", "0")
     try:
@@ -231,4 +222,3 @@ def test_a_second_signal_exits_at_once():
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
->>>>>>> theirs
