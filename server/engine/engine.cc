@@ -537,8 +537,6 @@ void Engine::Finish(SequenceGroup* group, const absl::Status& status) {
   usage.total_time = clock_.Now() - request.arrival;
   metrics.RequestFinished(status.code());
   metrics.ObserveRequestDuration(usage.total_time);
-  if (started)
-    metrics.ObserveRequestTokens(usage.prompt_tokens, usage.generated_tokens);
   spdlog::info(
       "request {} {}: prompt_tokens={} generated_tokens={} queue_ms={:.1f} "
       "ttft_ms={:.1f} total_ms={:.1f} preemptions={}",

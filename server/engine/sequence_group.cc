@@ -210,7 +210,6 @@ void SequenceGroup::SampleAndEmit(int s, std::vector<float> logits) {
   seq.next_input = token;
   RecordToken(s);
   ++usage_.generated_tokens;
-  metrics_.AddGeneratedTokens(1);
 
   TokenDelta delta;
   delta.index = s;
@@ -264,7 +263,6 @@ void SequenceGroup::FinishBeams(KvBlockManager& blocks) {
     delta.finish_reason =
         h.ended_with_eos ? FinishReason::kStop : FinishReason::kLength;
     usage_.generated_tokens += static_cast<int>(h.tokens.size());
-    metrics_.AddGeneratedTokens(static_cast<int>(h.tokens.size()));
     delta.elapsed = clock_.Now() - request_->arrival;
     request_->sink->OnTokens(std::move(delta));
   }

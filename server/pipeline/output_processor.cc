@@ -101,6 +101,10 @@ void OutputProcessor::Process(TokenDelta delta) {
       }
     }
   }
+  // Counted here, not where the engine samples: tokens past a stop
+  // sequence (generated before the engine heard of it) are not the
+  // client's, and the counters agree with the usage it is told.
+  metrics_.AddGeneratedTokens(static_cast<int>(out.token_ids.size()));
   if (out.finish_reason == FinishReason::kStop ||
       out.finish_reason == FinishReason::kLength) {
     out.text += sequence.streamer->Finish();
@@ -123,6 +127,11 @@ void OutputProcessor::Complete(Completion completion) {
     for (const Sequence& sequence : sequences_)
       accepted += sequence.accepted_tokens;
     completion.usage.generated_tokens = accepted;
+  }
+  // A request that produced its first token (not one dropped while queued).
+  if (completion.usage.time_to_first_token > absl::ZeroDuration()) {
+    metrics_.ObserveRequestTokens(completion.usage.prompt_tokens,
+                                  completion.usage.generated_tokens);
   }
   target_->OnComplete(completion.status, completion.usage);
 }

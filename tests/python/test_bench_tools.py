@@ -107,11 +107,11 @@ def test_kv_gauges_of_slots_and_of_blocks():
     assert large_model.allocated_tokens({}, 2048) == (None, None)
 
 
-def test_kv_capacity_reads_todays_slot_pool(tmp_path):
+def test_kv_capacity_reads_the_paged_block_pool(tmp_path):
     """The 7B check's measurement against the real server, scaled down: the
-    tiny package's 1 KiB a token in a 1 MiB budget is two slots of 512
-    positions, so two of four streams run at once and at most 2 x 400 of
-    the budget's 1024 tokens are live."""
+    tiny package's 1 KiB a token in a 1 MiB budget is 64 blocks of 16
+    positions (1024 tokens) for four streams of 400: more than one holds
+    blocks at once, and the peak's live tokens fit the budget."""
     import argparse
     import json
     from iblip_client import Client
@@ -132,11 +132,11 @@ def test_kv_capacity_reads_todays_slot_pool(tmp_path):
     finally:
         assert stop_server(server) == 0
     assert result["budget_tokens"] == 1024 and result["streams"] == 4
-    assert result["peak_held"] == 2
-    assert 0 < result["live_tokens_at_peak"] <= 2 * 400
+    assert result["peak_held"] >= 2
+    assert 400 < result["live_tokens_at_peak"] <= 1024
     assert result["live_share"] == result["live_tokens_at_peak"] / 1024
-    assert result["allocated_share"] == 1.0  # both slots taken at the peak
-    assert all(s["server_running"] <= 2 for s in result["samples"])
+    assert 0 < result["allocated_share"] <= 1.0
+    assert all(s["server_running"] <= 4 for s in result["samples"])
 
 
 def large_result(held, live_tokens, decode):

@@ -153,7 +153,7 @@ def test_metrics_stay_scrapeable_whatever_one_client_does(server):
         for _ in range(20):  # asks, never reads
             unread[0].sendall(request_bytes("GET", "/metrics"))
         samples = within_a_second(scrape_metrics, server)
-        assert ("iblip_kv_cache_slots", ()) in samples
+        assert ("iblip_kv_cache_blocks", ()) in samples
 
 
 def test_timeouts_close_slow_and_idle_connections(server):

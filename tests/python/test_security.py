@@ -155,7 +155,7 @@ def test_metrics_can_require_a_key(pki):
         assert exchange(server.metrics_address, "GET", "/metrics").status == 401
         ok = exchange(server.metrics_address, "GET", "/metrics",
                       headers=[f"Authorization: Bearer {KEY}"])
-        assert ok.status == 200 and b"iblip_kv_cache_slots" in ok.body
+        assert ok.status == 200 and b"iblip_kv_cache_blocks" in ok.body
     finally:
         assert stop_server(server) == 0, "".join(server.log)
 
