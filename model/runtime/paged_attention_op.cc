@@ -24,6 +24,8 @@
 #include <limits>
 #include <vector>
 
+#include "model/runtime/paged_attention_gather.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define IBLIP_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -360,6 +362,10 @@ TORCH_LIBRARY(iblip, m) {
       "paged_attention(Tensor query, Tensor key_cache, Tensor value_cache, "
       "Tensor block_tables, Tensor context_lens, float scale, Tensor? bias) -> Tensor");
   m.impl("paged_attention", c10::DispatchKey::CPU, TORCH_FN(PagedAttention));
+  // No CUDA kernel of our own: the ATen-only gather version runs there (a
+  // CPU-only LibTorch keeps the registration and never calls it).
+  m.impl("paged_attention", c10::DispatchKey::CUDA,
+         TORCH_FN(PagedAttentionGather));
 }
 
 void RegisterPagedAttention() {
