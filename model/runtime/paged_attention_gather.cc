@@ -5,13 +5,11 @@
 
 namespace iblip::model {
 
-at::Tensor PagedAttentionGather(const at::Tensor& query,
-                                const at::Tensor& key_cache,
-                                const at::Tensor& value_cache,
-                                const at::Tensor& block_tables,
-                                const at::Tensor& context_lens, double scale,
-                                const c10::optional<at::Tensor>& bias) {
-  // The shape checks of the CPU kernel; none of them reads device memory.
+void CheckPagedAttentionShapes(const at::Tensor& query,
+                               const at::Tensor& key_cache,
+                               const at::Tensor& value_cache,
+                               const at::Tensor& block_tables,
+                               const at::Tensor& context_lens) {
   TORCH_CHECK(query.dim() == 3,
               "paged_attention: query must be [B, H, D], got ", query.sizes());
   TORCH_CHECK(key_cache.dim() == 4,
@@ -22,24 +20,19 @@ at::Tensor PagedAttentionGather(const at::Tensor& query,
               " differs from key_cache ", key_cache.sizes());
   const auto dtype = query.scalar_type();
   TORCH_CHECK(
-      dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
-      "paged_attention: query must be float32, bfloat16 or float16, got ",
-      dtype);
-  TORCH_CHECK(
       key_cache.scalar_type() == dtype && value_cache.scalar_type() == dtype,
       "paged_attention: the caches must have the query's dtype ", dtype);
   const int64_t batch = query.size(0);
   const int64_t heads = query.size(1);
   const int64_t dim = query.size(2);
-  const int64_t num_blocks = key_cache.size(0);
-  const int64_t block_size = key_cache.size(1);
   const int64_t kv_heads = key_cache.size(2);
   TORCH_CHECK(key_cache.size(3) == dim, "paged_attention: head_dim ", dim,
               " of the query differs from the cache's ", key_cache.size(3));
   TORCH_CHECK(kv_heads > 0 && heads > 0 && heads % kv_heads == 0,
               "paged_attention: ", heads, " query heads are not a multiple of ",
               kv_heads, " kv heads");
-  TORCH_CHECK(block_size > 0 && num_blocks > 0, "paged_attention: empty cache");
+  TORCH_CHECK(key_cache.size(1) > 0,
+              "paged_attention: block size must be positive");
   TORCH_CHECK(
       block_tables.dim() == 2 && block_tables.size(0) == batch &&
           block_tables.scalar_type() == at::kLong,
@@ -48,6 +41,28 @@ at::Tensor PagedAttentionGather(const at::Tensor& query,
       context_lens.dim() == 1 && context_lens.size(0) == batch &&
           context_lens.scalar_type() == at::kLong,
       "paged_attention: context_lens must be int64 [B] with B = ", batch);
+}
+
+at::Tensor PagedAttentionGather(const at::Tensor& query,
+                                const at::Tensor& key_cache,
+                                const at::Tensor& value_cache,
+                                const at::Tensor& block_tables,
+                                const at::Tensor& context_lens, double scale,
+                                const c10::optional<at::Tensor>& bias) {
+  CheckPagedAttentionShapes(query, key_cache, value_cache, block_tables,
+                            context_lens);
+  const auto dtype = query.scalar_type();
+  TORCH_CHECK(
+      dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+      "paged_attention: query must be float32, bfloat16 or float16, got ",
+      dtype);
+  const int64_t batch = query.size(0);
+  const int64_t heads = query.size(1);
+  const int64_t dim = query.size(2);
+  const int64_t num_blocks = key_cache.size(0);
+  const int64_t block_size = key_cache.size(1);
+  const int64_t kv_heads = key_cache.size(2);
+  TORCH_CHECK(num_blocks > 0, "paged_attention: empty cache");
   const int64_t width = block_tables.size(1);
   const int64_t span = width * block_size;  // padded positions per row
   if (batch == 0 || span == 0) return at::zeros_like(query);

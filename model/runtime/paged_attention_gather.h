@@ -17,6 +17,17 @@
 
 namespace iblip::model {
 
+// The checks both implementations make, none of which reads tensor data (so
+// none waits for a device): ranks and shapes, the caches' dtype equal to the
+// query's, query heads a multiple of kv heads, int64 tables and lengths with
+// one row per query. Each implementation adds its own (dtypes it computes,
+// the CPU kernel's table contents and contiguity).
+void CheckPagedAttentionShapes(const at::Tensor& query,
+                               const at::Tensor& key_cache,
+                               const at::Tensor& value_cache,
+                               const at::Tensor& block_tables,
+                               const at::Tensor& context_lens);
+
 at::Tensor PagedAttentionGather(const at::Tensor& query,
                                 const at::Tensor& key_cache,
                                 const at::Tensor& value_cache,
