@@ -436,7 +436,7 @@ def test_gpu_overlays_take_a_gpu_and_serve_on_it_and_cpu_ones_do_not(rendered):
         assert "-cuda" in container["image"], (path, container["image"])  # Dockerfile.cuda's image
         assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert gpu_paths == ["overlays/vicuna-7b-gpu"]
+    assert gpu_paths == ["overlays/vicuna-7b-gpu", "overlays/vicuna-7b-gpu/server"]
 
 
 def test_the_export_job_has_room_for_the_checkpoint_and_the_export(rendered):
