@@ -70,14 +70,24 @@ if [[ -z "${IBLIP_GPU_PREFIX:-}" ]]; then
   [[ -e "${debs[0]}" ]] || { echo "no bench/gpu/debs/*.deb: run bench/gpu/fetch-debs on Debian 12 first" >&2; exit 2; }
   rm -rf "$PREFIX" && mkdir -p "$PREFIX"
   for deb in "${debs[@]}"; do
-    if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$deb" "$PREFIX"
-    else (cd "$PREFIX" && ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -x --zstd -f - 2>/dev/null \
-          || ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -xJf -); fi
+    if command -v dpkg-deb >/dev/null; then
+      dpkg-deb -x "$deb" "$PREFIX"
+    else  # a .deb is an ar archive holding data.tar.xz (or .zst)
+      member="$(ar t "$deb" | grep '^data\.tar')"
+      case "$member" in
+        *.xz) ar p "$deb" "$member" | tar -xJ -C "$PREFIX" ;;
+        *.zst) ar p "$deb" "$member" | tar -x --zstd -C "$PREFIX" ;;
+        *) ar p "$deb" "$member" | tar -x -C "$PREFIX" ;;
+      esac
+    fi
   done
 fi
 MULTIARCH=x86_64-linux-gnu
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/$MULTIARCH:$PREFIX/lib/$MULTIARCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$PREFIX/usr/bin:$PATH"
+# The packages' .pc files say prefix=/usr: the sysroot puts them under PREFIX.
+export PKG_CONFIG_PATH="$PREFIX/usr/lib/$MULTIARCH/pkgconfig:$PREFIX/usr/share/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$PREFIX"
 
 # 3. build against the wheel's LibTorch ---------------------------------------
 step configure cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
