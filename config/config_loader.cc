@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/device.h"
 #include "config/config_options.h"
 
 namespace iblip::config {
@@ -130,6 +131,11 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
     return OutOfRange("limits.max_request_bytes", limits.max_request_bytes(),
                       "must be <= 2e9 (gRPC's message size is an int)");
   }
+
+  // One spelling per device from here on ("cuda" -> "cuda:0").
+  absl::StatusOr<DeviceSpec> device = ParseDevice(config.runtime().device());
+  if (!device.ok()) return device.status();
+  config.mutable_runtime()->set_device(device->ToString());
 
   SchedulerConfig& scheduler = *config.mutable_scheduler();
   if (scheduler.max_running_sequences() == 0) {

@@ -2,13 +2,16 @@
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/device.h"
 #include "model/runtime/paged_attention_op.h"
 
 namespace iblip::model {
@@ -84,6 +87,7 @@ VisionState::~VisionState() = default;
 struct InstructBlipModel::Impl {
   std::string device_name;
   torch::Device device{torch::kCPU};
+  bool candidates_on_cpu = false;  // RuntimeOptions::candidates_on_cpu
   LmFamily family = LmFamily::kLlama;
   int64_t decoder_start_token_id = 0;
   int num_layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
@@ -98,9 +102,31 @@ struct InstructBlipModel::Impl {
   torch::Tensor keys, values;
   int block_size = 0;
 
+  // Host tensors that feed the device: pinned on a GPU, so their copies
+  // are DMA from memory that cannot be paged out, and may overlap the
+  // host's work (non_blocking; the caching host allocator keeps a block
+  // until its copy is done).
   torch::TensorOptions Long() const {
-    return torch::TensorOptions().dtype(torch::kLong);
+    return torch::TensorOptions()
+        .dtype(torch::kLong)
+        .pinned_memory(device.is_cuda());
   }
+  torch::Tensor ToDevice(const torch::Tensor& host) const {
+    return host.to(device, /*non_blocking=*/true);
+  }
+  torch::Tensor ToHost(const torch::Tensor& on_device,
+                       bool non_blocking = false) const {
+    torch::Tensor host =
+        torch::empty(on_device.sizes(), on_device.options()
+                                            .device(torch::kCPU)
+                                            .pinned_memory(device.is_cuda()));
+    return host.copy_(on_device, non_blocking);
+  }
+  // Decode's logits [B, V] on the device -> the rows' host vectors, each
+  // whole or as its candidates (PagedDecodeRow::candidates).
+  std::vector<std::vector<float>> RowsToHost(
+      const torch::Tensor& device_logits,
+      const std::vector<PagedDecodeRow>& rows) const;
   torch::Tensor Ids(const std::vector<int32_t>& ids) const {
     return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()),
                          torch::kLong)
@@ -115,7 +141,7 @@ struct InstructBlipModel::Impl {
       data[p - from] =
           int64_t{blocks[p / block_size]} * block_size + p % block_size;
     }
-    return slots.to(device);
+    return ToDevice(slots);
   }
   // Block tables of several rows, padded with block 0 (never read: the
   // context lengths stop before it).
@@ -129,7 +155,7 @@ struct InstructBlipModel::Impl {
     for (size_t r = 0; r < tables.size(); ++r) {
       for (size_t i = 0; i < tables[r]->size(); ++i) a[r][i] = (*tables[r])[i];
     }
-    return out.to(device);
+    return ToDevice(out);
   }
   // [1, end-start, H]: the model input of positions [start, end).
   torch::Tensor PrefillEmbeds(const PagedPrefill& chunk) {
@@ -150,6 +176,68 @@ struct InstructBlipModel::Impl {
     return parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
   }
 };
+
+std::vector<std::vector<float>> InstructBlipModel::Impl::RowsToHost(
+    const torch::Tensor& device_logits,
+    const std::vector<PagedDecodeRow>& rows) const {
+  const torch::Tensor logits = device_logits.to(torch::kFloat);
+  const int64_t vocab = logits.size(1);
+  std::vector<std::vector<float>> result(rows.size());
+  std::vector<int64_t> sparse;  // rows sent as their best candidates
+  int64_t width = 0;            // candidates taken per sparse row
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].candidates > 0 && rows[r].candidates < vocab) {
+      sparse.push_back(static_cast<int64_t>(r));
+      // One more than needed: a tie across the boundary shows.
+      width = std::max<int64_t>(width, rows[r].candidates + 1);
+    }
+  }
+  const auto index = [this](const std::vector<int64_t>& chosen) {
+    torch::Tensor host =
+        torch::empty({static_cast<int64_t>(chosen.size())}, Long());
+    std::copy(chosen.begin(), chosen.end(), host.data_ptr<int64_t>());
+    return ToDevice(host);
+  };
+  std::vector<int64_t> whole;  // rows sent in full
+  if (!sparse.empty()) {
+    auto [best, best_ids] = logits.index_select(0, index(sparse))
+                                .topk(width, /*dim=*/1, /*largest=*/true,
+                                      /*sorted=*/true);
+    // One wait for both: the second copy is ordered after the first.
+    const torch::Tensor values = ToHost(best, /*non_blocking=*/true);
+    const torch::Tensor ids = ToHost(best_ids);
+    const auto v = values.accessor<float, 2>();
+    const auto id = ids.accessor<int64_t, 2>();
+    for (size_t i = 0; i < sparse.size(); ++i) {
+      const int64_t r = sparse[i];
+      const int n = rows[r].candidates;
+      if (v[i][n - 1] == v[i][n]) {
+        whole.push_back(r);
+        continue;
+      }
+      std::vector<float>& row = result[r];
+      row.assign(vocab, -std::numeric_limits<float>::infinity());
+      for (int j = 0; j < n; ++j) row[id[i][j]] = v[i][j];
+    }
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].candidates <= 0 || rows[r].candidates >= vocab)
+      whole.push_back(static_cast<int64_t>(r));
+  }
+  if (!whole.empty()) {
+    std::sort(whole.begin(), whole.end());
+    const torch::Tensor host =
+        ToHost(whole.size() == rows.size()
+                   ? logits
+                   : logits.index_select(0, index(whole)))
+            .contiguous();
+    for (size_t i = 0; i < whole.size(); ++i) {
+      const float* data = host.data_ptr<float>() + i * vocab;
+      result[whole[i]].assign(data, data + vocab);
+    }
+  }
+  return result;
+}
 
 InstructBlipModel::InstructBlipModel(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
@@ -184,13 +272,30 @@ absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
   // image against 109-125 ms), re-profiling as batch shapes change.
   torch::jit::getExecutorMode() = false;
   auto impl = std::make_unique<Impl>();
-  try {
-    impl->device = torch::Device(options.device);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "runtime.device: '", options.device, "' is not a torch device"));
+  absl::StatusOr<DeviceSpec> device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+  if (device->cuda) {
+    // A CPU-only LibTorch (Debian's) answers 0 here too.
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    if (gpus == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "runtime.device is ", device->ToString(),
+          ", but this server's LibTorch ",
+          torch::cuda::is_available() ? "sees no GPU"
+                                      : "has no CUDA or sees no GPU",
+          " (a CPU-only build, no GPU in the container, or "
+          "CUDA_VISIBLE_DEVICES empty): build against a CUDA LibTorch "
+          "(README, 'GPU serving') or set runtime.device: cpu"));
+    }
+    if (device->index >= gpus) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "runtime.device is ", device->ToString(), ", but only ", gpus,
+          " GPU(s) are visible (cuda:0 to cuda:", gpus - 1, ")"));
+    }
   }
-  impl->device_name = options.device;
+  impl->device = torch::Device(device->ToString());
+  impl->device_name = device->ToString();
+  impl->candidates_on_cpu = options.candidates_on_cpu;
   impl->family = manifest.lm_family;
   impl->decoder_start_token_id = manifest.decoder_start_token_id;
   impl->num_layers = manifest.lm_num_layers;
@@ -486,18 +591,22 @@ absl::StatusOr<std::vector<std::vector<float>>> InstructBlipModel::Decode(
       if (row.cross_blocks) cross_tables.push_back(row.cross_blocks);
       cross_lens[b] = int64_t{row.cross_length};
     }
-    const torch::Device& device = impl_->device;
-    std::vector<c10::IValue> inputs = {ids.to(device), positions.to(device),
-                                       slots.to(device), impl_->Tables(tables)};
+    std::vector<c10::IValue> inputs = {
+        impl_->ToDevice(ids), impl_->ToDevice(positions),
+        impl_->ToDevice(slots), impl_->Tables(tables)};
     if (impl_->family == LmFamily::kT5) {
       inputs.push_back(impl_->Tables(cross_tables));
-      inputs.push_back(cross_lens.to(device));
+      inputs.push_back(impl_->ToDevice(cross_lens));
     }
     inputs.push_back(impl_->keys);
     inputs.push_back(impl_->values);
     torch::Tensor logits =
         impl_->language.get_method("decode_paged")(inputs).toTensor();
-    return ToRows(logits);
+    // On the CPU the logits are in host memory already: every row whole,
+    // exactly as before the device path existed.
+    if (impl_->device.is_cpu() && !impl_->candidates_on_cpu)
+      return ToRows(logits);
+    return impl_->RowsToHost(logits, rows);
   } catch (const std::exception& e) {
     return TorchError("batched decode failed", e);
   }

@@ -40,6 +40,10 @@ struct PagedDecodeRow {
   // T5: the encoder's cross-attention blocks and their positions.
   const std::vector<int>* cross_blocks = nullptr;
   int cross_length = 0;
+  // How many of the row's best logits the caller needs: 0 = all of them;
+  // n > 0 = only the n largest, and every other id may come back as -inf
+  // (Sampler::CandidatesNeeded). On a GPU only those cross to the host.
+  int candidates = 0;
 };
 
 // One chunk of a sequence's prefill: positions [start, end). Positions below
@@ -58,8 +62,12 @@ struct PagedPrefill {
 };
 
 struct RuntimeOptions {
-  std::string device = "cpu";  // "cpu" or "cuda:N"
+  std::string device = "cpu";  // runtime.device: "cpu", "cuda" or "cuda:N"
   int num_threads = 0;         // torch intra-op threads; 0 = number of CPUs
+  // Decode's device path (only the rows' candidates leave the logits) on the
+  // CPU too, where the logits are already in host memory and all of them are
+  // returned otherwise; for tests of that path without a GPU.
+  bool candidates_on_cpu = false;
 };
 
 // Vision encoder -> Q-Former + projection -> language model, as the
@@ -115,7 +123,13 @@ class InstructBlipModel {
   // returns the logits of the chunk's last position.
   absl::StatusOr<std::vector<float>> Prefill(const PagedPrefill& chunk);
   // One decode step for many sequences of different lengths at once;
-  // logits per row. Each row's result does not depend on the others.
+  // logits per row. Each row's result does not depend on the others. On a
+  // GPU, a row that needs only its n best candidates (PagedDecodeRow::
+  // candidates) gets them selected on the device (top-k) and only they cross
+  // to the host, through pinned memory; its other logits are -inf. A row
+  // whose n-th and (n+1)-th best tie comes back whole, so a sampler that
+  // keeps ties, or takes the first of equal maxima, sees what it would in
+  // the full row.
   absl::StatusOr<std::vector<std::vector<float>>> Decode(
       const std::vector<PagedDecodeRow>& rows);
   // Block `to` takes the contents of block `from`, pair by pair in order.

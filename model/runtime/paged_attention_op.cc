@@ -24,6 +24,8 @@
 #include <limits>
 #include <vector>
 
+#include "model/runtime/paged_attention_gather.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define IBLIP_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -246,18 +248,11 @@ at::Tensor PagedAttention(const at::Tensor& query_in, const at::Tensor& key_cach
                           const at::Tensor& value_cache, const at::Tensor& block_tables_in,
                           const at::Tensor& context_lens_in, double scale,
                           const c10::optional<at::Tensor>& bias_in) {
-  TORCH_CHECK(query_in.dim() == 3, "paged_attention: query must be [B, H, D], got ",
-              query_in.sizes());
-  TORCH_CHECK(key_cache.dim() == 4, "paged_attention: key_cache must be [NB, BS, KV, D], got ",
-              key_cache.sizes());
-  TORCH_CHECK(value_cache.sizes() == key_cache.sizes(),
-              "paged_attention: value_cache ", value_cache.sizes(), " differs from key_cache ",
-              key_cache.sizes());
+  CheckPagedAttentionShapes(query_in, key_cache, value_cache, block_tables_in,
+                            context_lens_in);
   const auto dtype = query_in.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
               "paged_attention: query must be float32 or bfloat16, got ", dtype);
-  TORCH_CHECK(key_cache.scalar_type() == dtype && value_cache.scalar_type() == dtype,
-              "paged_attention: the caches must have the query's dtype ", dtype);
   TORCH_CHECK(query_in.device().is_cpu() && key_cache.device().is_cpu() &&
                   value_cache.device().is_cpu(),
               "paged_attention: this kernel runs on the CPU");
@@ -270,17 +265,6 @@ at::Tensor PagedAttention(const at::Tensor& query_in, const at::Tensor& key_cach
   const int64_t num_blocks = key_cache.size(0);
   const int64_t block_size = key_cache.size(1);
   const int64_t kv_heads = key_cache.size(2);
-  TORCH_CHECK(key_cache.size(3) == dim, "paged_attention: head_dim ", dim,
-              " of the query differs from the cache's ", key_cache.size(3));
-  TORCH_CHECK(kv_heads > 0 && heads > 0 && heads % kv_heads == 0, "paged_attention: ", heads,
-              " query heads are not a multiple of ", kv_heads, " kv heads");
-  TORCH_CHECK(block_size > 0, "paged_attention: block size must be positive");
-  TORCH_CHECK(block_tables_in.dim() == 2 && block_tables_in.size(0) == batch &&
-                  block_tables_in.scalar_type() == at::kLong,
-              "paged_attention: block_tables must be int64 [B, MAXB] with B = ", batch);
-  TORCH_CHECK(context_lens_in.dim() == 1 && context_lens_in.size(0) == batch &&
-                  context_lens_in.scalar_type() == at::kLong,
-              "paged_attention: context_lens must be int64 [B] with B = ", batch);
   const at::Tensor query = query_in.contiguous();
   const at::Tensor block_tables = block_tables_in.contiguous();
   const at::Tensor context_lens = context_lens_in.contiguous();
@@ -360,6 +344,10 @@ TORCH_LIBRARY(iblip, m) {
       "paged_attention(Tensor query, Tensor key_cache, Tensor value_cache, "
       "Tensor block_tables, Tensor context_lens, float scale, Tensor? bias) -> Tensor");
   m.impl("paged_attention", c10::DispatchKey::CPU, TORCH_FN(PagedAttention));
+  // No CUDA kernel of our own: the ATen-only gather version runs there (a
+  // CPU-only LibTorch keeps the registration and never calls it).
+  m.impl("paged_attention", c10::DispatchKey::CUDA,
+         TORCH_FN(PagedAttentionGather));
 }
 
 void RegisterPagedAttention() {

@@ -104,6 +104,16 @@ int32_t Sampler::Next(std::vector<float>& logits,
   return Sample(logits);
 }
 
+int Sampler::CandidatesNeeded(size_t generated_count) const {
+  if (params_.repetition_penalty != 1.0f) return 0;
+  const int masked = static_cast<int>(generated_count) < params_.min_new_tokens
+                         ? static_cast<int>(params_.eos_token_ids.size())
+                         : 0;
+  if (params_.temperature <= 0.0f) return 1 + masked;
+  if (params_.top_k <= 0) return 0;
+  return params_.top_k + masked;
+}
+
 int32_t Sampler::Sample(std::vector<float>& logits) {
   for (float& logit : logits) logit /= params_.temperature;
   const size_t vocab = logits.size();

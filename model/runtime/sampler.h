@@ -41,6 +41,21 @@ class Sampler {
   int32_t Next(std::vector<float>& logits,
                const std::vector<int32_t>& generated);
 
+  // How many of the next step's best logits Next() can depend on, when
+  // `generated_count` tokens exist: n > 0 means that setting every logit
+  // outside the n largest to -inf leaves Next()'s choice (and its random
+  // draw) unchanged, provided the n-th largest is strictly above the rest
+  // (the caller sends the whole row on a tie); 0 means it needs them all.
+  //   greedy: 1, plus the EOS ids while min_new_tokens masks them;
+  //   top-k sampling: top_k, plus the EOS ids likewise (the weights are
+  //     normalized over the ids kept, so nothing else counts);
+  //   a repetition penalty (it can lift or sink any seen id past the
+  //     others), top-p or plain sampling without top-k (normalized over the
+  //     whole vocabulary): 0.
+  // A GPU runner uses it to copy a few values per row instead of the
+  // vocabulary (InstructBlipModel::Decode).
+  int CandidatesNeeded(size_t generated_count) const;
+
  private:
   void ApplyRepetitionPenalty(std::vector<float>& logits,
                               const std::vector<int32_t>& generated);

@@ -47,6 +47,11 @@ struct DecodeRow {
   // T5: the encoder's cross-attention blocks and their positions.
   const BlockTable* cross_table = nullptr;
   int cross_length = 0;
+  // How many of the row's best logits the engine needs (its sampler's
+  // Sampler::CandidatesNeeded): 0 = all (beam search, penalties, top-p);
+  // n > 0 = only the n largest, the rest may come back as -inf. A runner
+  // whose logits live on a GPU then copies only those to the host.
+  int candidates = 0;
 };
 
 // What the engine asks of the model; everything that touches tensors. The

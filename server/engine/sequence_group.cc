@@ -170,6 +170,9 @@ DecodeRow SequenceGroup::Row(int sequence) const {
     row.cross_table = &cross_table_;
     row.cross_length = encoder_positions();
   }
+  // Beam search ranks log-softmax over the whole vocabulary: all logits.
+  if (!beam_ && seq.sampler)
+    row.candidates = seq.sampler->CandidatesNeeded(seq.generated.size());
   return row;
 }
 

@@ -54,6 +54,7 @@ absl::StatusOr<std::vector<std::vector<float>>> TorchModelRunner::Decode(
   for (size_t i = 0; i < rows.size(); ++i) {
     paged[i].token = rows[i].token;
     paged[i].position = rows[i].position;
+    paged[i].candidates = rows[i].candidates;
     paged[i].blocks = &rows[i].table->blocks;
     if (rows[i].cross_table) {
       paged[i].cross_blocks = &rows[i].cross_table->blocks;

@@ -1,6 +1,8 @@
 #include "tests/fakes/fake_model_runner.h"
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -42,6 +44,21 @@ class FakeVision final : public server::VisionActivations {
 
 FakeModelRunner::FakeModelRunner(Options options, server::FakeClock* clock)
     : options_(options), clock_(clock) {}
+
+namespace {
+
+std::vector<float> OnlyCandidates(std::vector<float> logits, int n) {
+  if (n <= 0 || static_cast<size_t>(n) >= logits.size()) return logits;
+  std::vector<float> sorted = logits;
+  std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+  if (sorted[n - 1] == sorted[n]) return logits;
+  for (float& logit : logits) {
+    if (logit < sorted[n - 1]) logit = -std::numeric_limits<float>::infinity();
+  }
+  return logits;
+}
+
+}  // namespace
 
 void FakeModelRunner::Spend(absl::Duration d, Call::Kind kind, int size) {
   if (clock_ != nullptr) clock_->Advance(d);
@@ -261,10 +278,17 @@ absl::StatusOr<std::vector<std::vector<float>>> FakeModelRunner::Decode(
     if (!self.ok()) return self.status();
     history.insert(history.end(), self->begin(), self->end());
     out.push_back(Logits(history));
+    if (options_.only_candidates)
+      out.back() = OnlyCandidates(out.back(), row.candidates);
   }
   Spend(options_.decode_step +
             options_.decode_per_row * static_cast<int64_t>(rows.size()),
         Call::kDecode, static_cast<int>(rows.size()));
+  std::vector<int> candidates;
+  for (const server::DecodeRow& row : rows)
+    candidates.push_back(row.candidates);
+  MutexLock lock(&calls_mutex_);
+  calls_.back().candidates = std::move(candidates);
   return out;
 }
 

@@ -40,6 +40,10 @@ class FakeModelRunner final : public server::ModelRunner {
     absl::Duration vision_layer_per_image = absl::Milliseconds(15);
     absl::Duration query_per_image = absl::Milliseconds(5);
     absl::Duration prefill_per_position = absl::Milliseconds(0.5);
+    // Decode rows that need n candidates (DecodeRow::candidates) get only
+    // the n best logits, the rest -inf, as a GPU runner sends them (the
+    // whole row when the n-th and (n+1)-th tie).
+    bool only_candidates = false;
   };
   // `clock` must outlive the runner (may be null: no simulated time).
   FakeModelRunner(Options options, server::FakeClock* clock);
@@ -69,6 +73,7 @@ class FakeModelRunner final : public server::ModelRunner {
     Kind kind;
     absl::Time at;  // the clock when the call ended
     int size = 0;   // rows, images, layers, positions or copies
+    std::vector<int> candidates;  // kDecode: each row's DecodeRow::candidates
   };
   std::vector<Call> calls() const;
   int blocks_written() const;

@@ -24,6 +24,7 @@ DEPLOY = os.path.join(REPO_DIR, "deploy")
 K8S = os.path.join(DEPLOY, "k8s")
 VALIDATE = os.path.join(DEPLOY, "validate")
 DOCKERFILE = os.path.join(DEPLOY, "docker", "Dockerfile")
+CUDA_DOCKERFILE = os.path.join(DEPLOY, "docker", "Dockerfile.cuda")
 FIXTURES_DIR = os.environ.get("IBLIP_FIXTURES_DIR", os.path.join(REPO_DIR, "../shared/fixtures"))
 GiB = 1 << 30
 MiB = 1 << 20
@@ -39,6 +40,7 @@ CHECKPOINT_PARAMETERS = {
 }
 BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2}
 RUNTIME_HEADROOM = 2 * GiB  # libtorch, gRPC, activations, allocator slack
+GPU_HEADROOM = 3 * GiB  # CUDA context, cuBLAS workspaces, activations, allocator slack
 LARGEST_FILE = 10e9  # Hugging Face's largest default shard of a checkpoint
 
 
@@ -386,15 +388,55 @@ def test_memory_limits_hold_the_weights_the_kv_budget_and_the_caches(rendered):
         checkpoint = settings["CHECKPOINT_REPO"].rstrip("/").rsplit("/", 1)[-1]
         weights = CHECKPOINT_PARAMETERS[checkpoint] * BYTES_PER_PARAMETER[settings["DTYPE"]]
         config = server_config(serve)
-        needed = (weights + config["scheduler"]["kv_cache_mib"] * MiB
-                  + (config["cache"]["vision_cache_mib"] + config["cache"]["qformer_cache_mib"]) * MiB
-                  + RUNTIME_HEADROOM)
-        _, container = server_container(serve)
+        on_device = (weights + config["scheduler"]["kv_cache_mib"] * MiB
+                     + (config["cache"]["vision_cache_mib"] + config["cache"]["qformer_cache_mib"]) * MiB)
+        pod, container = server_container(serve)
         limit = quantity(container["resources"]["limits"]["memory"])
+        if "nvidia.com/gpu" in container["resources"]["limits"]:
+            # The weights, KV cache and feature caches live in GPU memory;
+            # the host holds the package on its way there.
+            gpu = gpu_memory_floor(pod)
+            assert gpu >= on_device + GPU_HEADROOM, \
+                f"{path}: GPUs of {gpu / GiB:.1f} GiB < {(on_device + GPU_HEADROOM) / GiB:.1f} GiB needed"
+            needed = weights + RUNTIME_HEADROOM
+        else:
+            needed = on_device + RUNTIME_HEADROOM
         assert limit >= needed, f"{path}: {limit / GiB:.1f} GiB < {needed / GiB:.1f} GiB needed"
         # Threads follow the CPU limit (runtime.num_threads 0): whole CPUs.
         assert config["runtime"]["num_threads"] == 0
         assert float(container["resources"]["limits"]["cpu"]).is_integer()
+
+
+def gpu_memory_floor(pod):
+    """Bytes of GPU memory every node the pod may land on has: its node
+    affinity's lower bound on GPU Feature Discovery's nvidia.com/gpu.memory
+    (MiB)."""
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    floors = []
+    for term in terms["nodeSelectorTerms"]:  # any term may match: the weakest counts
+        bounds = [int(e["values"][0]) for e in term["matchExpressions"]
+                  if e["key"] == "nvidia.com/gpu.memory" and e["operator"] == "Gt"]
+        assert bounds, "a node selector term without a GPU memory bound"
+        floors.append(max(bounds) * MiB)
+    return min(floors)
+
+
+def test_gpu_overlays_take_a_gpu_and_serve_on_it_and_cpu_ones_do_not(rendered):
+    gpu_paths = []
+    for path, docs in serving(rendered):
+        pod, container = server_container(docs)
+        device = server_config(docs).get("runtime", {}).get("device", "cpu")
+        if "nvidia.com/gpu" not in container["resources"]["limits"]:
+            assert device == "cpu", path
+            assert "cuda" not in container["image"], path
+            continue
+        gpu_paths.append(path)
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1", path
+        assert re.fullmatch(r"cuda(:0)?", device), (path, device)  # the one GPU it sees
+        assert "-cuda" in container["image"], (path, container["image"])  # Dockerfile.cuda's image
+        assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert gpu_paths == ["overlays/vicuna-7b-gpu", "overlays/vicuna-7b-gpu/server"]
 
 
 def test_the_export_job_has_room_for_the_checkpoint_and_the_export(rendered):
@@ -419,9 +461,9 @@ def test_the_export_job_has_room_for_the_checkpoint_and_the_export(rendered):
 
 # -- container -------------------------------------------------------------------
 
-def dockerfile_stages():
+def dockerfile_stages(path=DOCKERFILE):
     """{stage name: [instruction lines]} with continuations joined."""
-    with open(DOCKERFILE) as f:
+    with open(path) as f:
         text = re.sub(r"\\\n", " ", f.read())
     stages = {}
     for chunk in re.split(r"^FROM ", text, flags=re.M)[1:]:
@@ -470,6 +512,36 @@ def test_dockerfile_stages_users_ports_and_health_check():
                     assert os.path.exists(os.path.join(REPO_DIR, source)), source
     copy = next(line for line in build if "/out/models/demo" in line)
     assert "build/demo-model" in copy and "build/tiny-package" in copy
+
+
+def test_cuda_dockerfile_builds_against_cuda_libtorch_and_serves_on_the_gpu():
+    result = run("node", os.path.join(VALIDATE, "dockerfile.mjs"), CUDA_DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stages = dockerfile_stages(CUDA_DOCKERFILE)
+    assert list(stages) == ["build", "runtime"]
+    build, runtime = stages["build"], stages["runtime"]
+    assert build[0] == "FROM debian:bookworm AS build"
+    built = next(line for line in build if "scripts/build" in line)
+    assert "-DTorch_DIR=/opt/libtorch/share/cmake/Torch" in built
+    assert any("libtorch-cxx11-abi-shared-with-deps" in line for line in build)
+    assert runtime[0] == "FROM debian:bookworm-slim AS runtime"
+    # Debian's CPU-only LibTorch stays out; every other runtime library of
+    # the CPU image is there.
+    cuda_packages = set(apt_install_list(runtime))
+    assert "libtorch1.13" not in cuda_packages
+    assert set(apt_install_list(dockerfile_stages()["runtime"])) - {"libtorch1.13"} <= cuda_packages
+    assert "COPY --from=build /opt/libtorch/lib/ /opt/libtorch/lib/" in runtime
+    user = [line for line in runtime if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
+    entrypoint = json.loads(next(line for line in runtime if line.startswith("ENTRYPOINT")).split(" ", 1)[1])
+    assert entrypoint[entrypoint.index("--runtime.device") + 1] == "cuda"
+    with open(DOCKERFILE) as f:
+        exposed = re.search(r"^EXPOSE (.+)$", f.read(), re.M).group(1)
+    assert f"EXPOSE {exposed}" in runtime
+    for line in build + runtime:
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert os.path.exists(os.path.join(REPO_DIR, source)), source
 
 
 def apt_install_list(stage):

@@ -4,7 +4,9 @@
 
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
+#include "common/device.h"
 #include "config/config_options.h"
 
 namespace iblip::config {
@@ -88,6 +90,53 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
   bad_format.mutable_logging()->set_format("xml");
   EXPECT_NE(WithDefaults(bad_format).status().message().find("logging.format"),
             std::string::npos);
+}
+
+TEST(DeviceTest, ParsesCpuCudaAndCudaN) {
+  for (const auto& [text, cuda, index] :
+       {std::tuple<const char*, bool, int>{"cpu", false, 0},
+        {"cuda", true, 0},
+        {"cuda:0", true, 0},
+        {"cuda:3", true, 3},
+        {"cuda:1023", true, 1023}}) {
+    auto spec = ParseDevice(text);
+    ASSERT_TRUE(spec.ok()) << text << ": " << spec.status();
+    EXPECT_EQ(spec->cuda, cuda) << text;
+    EXPECT_EQ(spec->index, index) << text;
+  }
+  EXPECT_EQ(ParseDevice("cuda")->ToString(), "cuda:0");
+  EXPECT_EQ(ParseDevice("cpu")->ToString(), "cpu");
+}
+
+TEST(DeviceTest, RefusesAnythingElseNamingTheOption) {
+  for (const char* text :
+       {"", "gpu", "CPU", "Cuda", " cuda", "cuda ", "cuda:", "cuda:x",
+        "cuda:-1", "cuda:+1", "cuda:01", "cuda:1024", "cuda:99999999999",
+        "cuda:0:1", "cuda:1.5", "cpu:0", "mps", "cuda,cpu"}) {
+    auto spec = ParseDevice(text);
+    ASSERT_FALSE(spec.ok()) << "'" << text << "'";
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(spec.status().message().find("runtime.device"), std::string::npos)
+        << spec.status();
+  }
+}
+
+TEST(DeviceTest, WithDefaultsValidatesAndSpellsTheDeviceOneWay) {
+  ServerConfig config;
+  config.mutable_runtime()->set_device("cuda");
+  auto resolved = WithDefaults(config);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->runtime().device(), "cuda:0");
+
+  auto parsed =
+      ParseServerConfig("runtime:\n  device: cuda:x\n", "server.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto refused = WithDefaults(*parsed);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("runtime.device"),
+            std::string::npos);
+  EXPECT_NE(refused.status().message().find("cuda:x"), std::string::npos);
 }
 
 TEST(ConfigLoaderTest, MissingFileIsNotFound) {

@@ -218,7 +218,7 @@ FixtureModel& LoadFixture(const std::string& checkpoint) {
     f.manifest =
         *model::LoadPackageManifest(testing::FixturePackageDir(checkpoint));
     f.model = std::move(*model::InstructBlipModel::Load(
-        f.manifest, model::RuntimeOptions{"cpu", 1}));
+        f.manifest, model::RuntimeOptions{testing::TestDevice(), 1}));
     f.tokenizer = std::move(*model::LmTokenizer::Load(f.manifest.lm_tokenizer));
   }
   return f;

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 
 #include "common/mutex.h"
 #include "model/runtime/beam_search.h"
@@ -338,6 +339,51 @@ TEST_F(EngineTest, BeamSearchMatchesTheReferenceWithCopyOnWrite) {
   for (const auto& call : runner_->calls())
     copied = copied || call.kind == FakeModelRunner::Call::kCopy;
   EXPECT_TRUE(copied) << "beams diverged without copying a shared block";
+  ExpectAllBlocksFree();
+}
+
+// A GPU runner sends a row's best candidates only (DecodeRow::candidates):
+// greedy, top-k sampling (with min_new_tokens masking EOS) and beam search
+// (all logits) still give exactly their reference tokens.
+TEST_F(EngineTest, OnlyTheCandidatesGiveTheSameTokens) {
+  Engine::Options options;
+  options.kv_block_size = 4;
+  FakeModelRunner::Options runner;
+  runner.only_candidates = true;
+  Build(options, runner);
+  auto greedy = MakeRequest(0.1f, 12);
+  auto sampled = MakeRequest(0.3f, 10, 7);
+  sampled->settings.num_return_sequences = 3;
+  sampled->settings.sampling.temperature = 1.0f;
+  sampled->settings.sampling.top_k = 5;
+  sampled->settings.sampling.min_new_tokens = 4;
+  auto beams = MakeRequest(0.4f, 12, 5);
+  beams->settings.num_beams = 4;
+  beams->settings.num_return_sequences = 2;
+  auto greedy_sink = Run(greedy);
+  auto sampled_sink = Run(sampled);
+  auto beam_sink = Run(beams);
+  ASSERT_TRUE(greedy_sink->status().ok()) << greedy_sink->status();
+  ASSERT_TRUE(sampled_sink->status().ok()) << sampled_sink->status();
+  ASSERT_TRUE(beam_sink->status().ok()) << beam_sink->status();
+  EXPECT_EQ(greedy_sink->Tokens(), Reference(*runner_, *greedy));
+  for (int s = 0; s < 3; ++s)
+    EXPECT_EQ(sampled_sink->Tokens(s), Reference(*runner_, *sampled, s)) << s;
+  const auto want = ReferenceBeams(*runner_, *beams);
+  ASSERT_EQ(want.size(), 2u);
+  EXPECT_EQ(beam_sink->Tokens(0), want[0]);
+  EXPECT_EQ(beam_sink->Tokens(1), want[1]);
+  // One request at a time: each decode call's rows are one request's.
+  std::set<std::vector<int>> seen;
+  for (const auto& call : runner_->calls()) {
+    if (call.kind == FakeModelRunner::Call::kDecode)
+      seen.insert(call.candidates);
+  }
+  EXPECT_TRUE(seen.count({1})) << "greedy rows need one candidate";
+  EXPECT_TRUE(seen.count({6, 6, 6}))
+      << "top_k 5 + EOS masked by min_new_tokens";
+  EXPECT_TRUE(seen.count({5, 5, 5})) << "top_k 5 once EOS is allowed";
+  EXPECT_TRUE(seen.count({0, 0, 0, 0})) << "beam search needs every logit";
   ExpectAllBlocksFree();
 }
 

@@ -63,8 +63,8 @@ class FixtureParityTest : public ::testing::TestWithParam<Case> {
       auto manifest = LoadPackageManifest(FixturePackageDir(checkpoint));
       if (!manifest.ok())
         throw std::runtime_error(manifest.status().ToString());
-      auto loaded =
-          InstructBlipModel::Load(*manifest, RuntimeOptions{"cpu", 1});
+      auto loaded = InstructBlipModel::Load(
+          *manifest, RuntimeOptions{testing::TestDevice(), 1});
       if (!loaded.ok()) throw std::runtime_error(loaded.status().ToString());
       model = std::move(*loaded);
     }

@@ -1,11 +1,14 @@
 // The TorchScript boundary: package manifests, model loading and parity with
 // the Python outputs recorded when the tiny package was built.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "model/runtime/instructblip_model.h"
 #include "model/runtime/package.h"
@@ -104,6 +107,28 @@ TEST(InstructBlipModelTest, BadDeviceIsInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(InstructBlipModelTest, UnusableGpuIsFailedPreconditionNamingTheOption) {
+  auto manifest = LoadPackageManifest(TinyPackageDir());
+  ASSERT_TRUE(manifest.ok());
+  // No machine has 1024 GPUs; a CPU-only LibTorch (Debian's) has none, so
+  // there plain "cuda" fails the same way, saying what to do.
+  std::vector<std::string> devices = {"cuda:1023"};
+  if (!at::hasCUDA()) devices.push_back("cuda");
+  for (const std::string& device : devices) {
+    auto model = InstructBlipModel::Load(*manifest, RuntimeOptions{device, 1});
+    ASSERT_FALSE(model.ok()) << device;
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(model.status().message().find("runtime.device"),
+              std::string::npos)
+        << model.status();
+  }
+  auto malformed =
+      InstructBlipModel::Load(*manifest, RuntimeOptions{"cuda:x", 1});
+  EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(malformed.status().message().find("runtime.device"),
+            std::string::npos);
+}
+
 TEST(InstructBlipModelTest, OutOfVocabularyIdIsAnErrorNotACrash) {
   auto& tiny = SharedTinyModel();
   PixelValues pixels;
@@ -153,6 +178,81 @@ float MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
     worst = std::max(worst, std::abs(a[i] - b[i]));
   return worst;
+}
+
+// Decode's device path (taken on the CPU too): rows that need n candidates get
+// exactly the n best logits of the whole row (same values, same ids) and
+// -inf elsewhere; rows that need all of them get the whole row, bit for bit.
+TEST(InstructBlipModelTest, CandidateRowsCarryTheBestLogitsOfTheWholeRow) {
+  auto& tiny = SharedTinyModel();
+  // The shared model (on IBLIP_TEST_DEVICE) gives whole rows, the second
+  // one the device path's candidates, on the CPU too.
+  RuntimeOptions options{testing::TestDevice(), 1};
+  options.candidates_on_cpu = true;
+  auto device_path = InstructBlipModel::Load(tiny.manifest, options);
+  ASSERT_TRUE(device_path.ok()) << device_path.status();
+  PixelValues pixels;
+  pixels.size = tiny.manifest.image.size;
+  pixels.chw.resize(3ull * pixels.size * pixels.size);
+  for (size_t j = 0; j < pixels.chw.size(); ++j)
+    pixels.chw[j] = 0.02f * static_cast<float>(j % 61) - 0.5f;
+  auto image = tiny.model->EncodeImage(pixels, {101, 102});
+  ASSERT_TRUE(image.ok()) << image.status();
+  const std::vector<int32_t> prompt =
+      tiny.lm_tokenizer->EncodePrompt("what is in the picture");
+  const int length = image->num_positions() + static_cast<int>(prompt.size());
+  const std::vector<int> wanted = {0, 1, 5, 1 << 20, 3};  // 1 << 20: > vocab
+  std::vector<std::vector<int>> tables;
+  for (size_t r = 0; r < wanted.size(); ++r) {
+    std::vector<int> blocks;
+    for (int b = 0; b * 4 <= length; ++b)
+      blocks.push_back(static_cast<int>(r) * 32 + b);
+    tables.push_back(blocks);
+  }
+  std::vector<std::vector<std::vector<float>>> results;
+  for (InstructBlipModel* model : {tiny.model.get(), device_path->get()}) {
+    ASSERT_TRUE(
+        model->AllocateKvCache(32 * static_cast<int>(wanted.size()), 4).ok());
+    std::vector<PagedDecodeRow> rows(wanted.size());
+    for (size_t r = 0; r < wanted.size(); ++r) {
+      ASSERT_FALSE(PrefillLogits(*model, *image, prompt, tables[r]).empty());
+      rows[r].token = static_cast<int32_t>(7 + r);
+      rows[r].position = length;
+      rows[r].blocks = &tables[r];
+      rows[r].candidates = model == tiny.model.get() ? 0 : wanted[r];
+    }
+    auto out = model->Decode(rows);
+    ASSERT_TRUE(out.ok()) << out.status();
+    results.push_back(std::move(*out));
+  }
+  const auto& whole = results[0];
+  const auto& sent = results[1];
+  const int vocab = static_cast<int>(whole[0].size());
+  ASSERT_GT(vocab, 8);
+  ASSERT_EQ(sent.size(), wanted.size());
+  for (size_t r = 0; r < wanted.size(); ++r) {
+    ASSERT_EQ(whole[r].size(), static_cast<size_t>(vocab));
+    ASSERT_EQ(sent[r].size(), static_cast<size_t>(vocab));
+    const int n = wanted[r];
+    if (n == 0 || n >= vocab) {
+      EXPECT_EQ(sent[r], whole[r]) << "row " << r;
+      continue;
+    }
+    std::vector<float> sorted = whole[r];
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    ASSERT_GT(sorted[n - 1], sorted[n])
+        << "random weights tied; pick other rows";
+    int finite = 0;
+    for (int i = 0; i < vocab; ++i) {
+      if (whole[r][i] >= sorted[n - 1]) {
+        EXPECT_EQ(sent[r][i], whole[r][i]) << "row " << r << " id " << i;
+        ++finite;
+      } else {
+        EXPECT_EQ(sent[r][i], -std::numeric_limits<float>::infinity());
+      }
+    }
+    EXPECT_EQ(finite, n) << "row " << r;
+  }
 }
 
 // The engine's pieces equal the whole: the vision encoder run a few layers

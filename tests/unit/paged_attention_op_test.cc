@@ -1,18 +1,21 @@
 // The C++ kernel of iblip::paged_attention, called through the dispatcher as
 // TorchScript calls it, against a naive float64 computation over the
 // gathered positions: fp32 and bf16, GQA, blocks out of order, lengths that
-// end mid-block, T5's bias, empty rows, and the inputs it must refuse.
+// end mid-block, T5's bias, empty rows, and the inputs it must refuse. The
+// ATen-only version CUDA runs (PagedAttentionGather) is checked here on the
+// CPU against the same computation.
 
 #include "model/runtime/paged_attention_op.h"
-
-#include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
+
+#include "model/runtime/paged_attention_gather.h"
 
 namespace iblip::model {
 namespace {
@@ -126,6 +129,17 @@ TEST_P(PagedAttentionOpTest, MatchesNaiveAttention) {
   const double scale_of_values = expected.abs().max().item<double>();
   const double diff = (out.to(at::kDouble) - expected).abs().max().item<double>();
   EXPECT_LE(diff, tolerance * scale_of_values) << "max |diff| " << diff;
+
+  // The CUDA fallback, same inputs (garbage table entries included).
+  const at::Tensor gathered =
+      PagedAttentionGather(query, keys, values, tables,
+                           at::tensor(c.lengths, at::kLong), scale, bias);
+  ASSERT_EQ(gathered.scalar_type(), c.dtype);
+  ASSERT_EQ(gathered.sizes(), query.sizes());
+  const double gather_diff =
+      (gathered.to(at::kDouble) - expected).abs().max().item<double>();
+  EXPECT_LE(gather_diff, tolerance * scale_of_values)
+      << "gather: max |diff| " << gather_diff;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -147,6 +161,44 @@ TEST(PagedAttentionOp, EmptyRowGivesZeros) {
   const at::Tensor out = CallOp(at::randn({1, 2, 8}), keys, keys, at::zeros({1, 1}, at::kLong),
                                 at::zeros({1}, at::kLong), 1.0, c10::nullopt);
   EXPECT_TRUE(out.eq(0).all().item<bool>());
+  const at::Tensor gathered = PagedAttentionGather(
+      at::randn({1, 2, 8}), keys, keys, at::zeros({1, 1}, at::kLong),
+      at::zeros({1}, at::kLong), 1.0, c10::nullopt);
+  EXPECT_TRUE(gathered.eq(0).all().item<bool>());
+}
+
+TEST(PagedAttentionGather, RefusesMismatchedInputs) {
+  const at::Tensor keys = at::randn({3, 4, 2, 8});
+  const at::Tensor tables = at::zeros({1, 1}, at::kLong);
+  const at::Tensor lengths = at::ones({1}, at::kLong);
+  const c10::optional<at::Tensor> none;
+  EXPECT_THROW(PagedAttentionGather(at::randn({1, 2, 8}).to(at::kBFloat16),
+                                    keys, keys, tables, lengths, 1.0, none),
+               c10::Error);  // dtype differs from the cache's
+  EXPECT_THROW(PagedAttentionGather(at::randn({1, 3, 8}), keys, keys, tables,
+                                    lengths, 1.0, none),
+               c10::Error);  // 3 heads over 2 kv heads
+  EXPECT_THROW(PagedAttentionGather(at::randn({1, 2, 4}), keys, keys, tables,
+                                    lengths, 1.0, none),
+               c10::Error);  // head_dim
+  EXPECT_THROW(PagedAttentionGather(at::randn({1, 2, 8}), keys, keys,
+                                    tables.to(at::kInt), lengths, 1.0, none),
+               c10::Error);
+  EXPECT_THROW(PagedAttentionGather(at::randn({1, 2, 8}), keys, keys, tables,
+                                    lengths, 1.0, at::zeros({1, 3, 4})),
+               c10::Error);  // bias heads
+}
+
+TEST(PagedAttentionGather, BlockIndicesOutsideThePoolStayInsideIt) {
+  // The fallback clamps instead of checking (no device sync): a bad table
+  // reads a block of the pool, never memory outside it, and gives numbers.
+  const at::Tensor keys = at::randn({3, 4, 2, 8});
+  const at::Tensor tables =
+      at::tensor(std::vector<int64_t>{0, 7, -2}, at::kLong).view({1, 3});
+  const at::Tensor out = PagedAttentionGather(
+      at::randn({1, 2, 8}), keys, keys, tables,
+      at::tensor(std::vector<int64_t>{12}, at::kLong), 1.0, c10::nullopt);
+  EXPECT_TRUE(out.isfinite().all().item<bool>());
 }
 
 TEST(PagedAttentionOp, RefusesIndicesOutsideThePool) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -283,6 +284,84 @@ TEST(SamplerTest, RepetitionPenaltyStartsOverForAnotherList) {
   logits = {0.0f, 4.0f, 4.0f, 4.0f};
   sampler.Next(logits, {2, 1, 1, 3});  // grew: 3 is new, 1 counted once
   EXPECT_EQ(logits, (std::vector<float>{0.0f, 2.0f, 2.0f, 2.0f}));
+}
+
+TEST(SamplerTest, CandidatesNeededByProcessor) {
+  SamplingParams p;
+  p.eos_token_ids = {0, 2};
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(0), 1);  // greedy
+  p.min_new_tokens = 3;
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(2), 3);  // + the masked EOS ids
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(3), 1);  // EOS allowed again
+  p.temperature = 0.8f;
+  p.top_k = 40;
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(0), 42);
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(5), 40);
+  p.top_p = 0.9f;  // top-p after top-k: normalized over the top-k ids
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(5), 40);
+  p.top_k = 0;  // top-p alone: the whole vocabulary's mass
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(5), 0);
+  p.top_p = 1.0f;  // plain sampling
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(5), 0);
+  p.temperature = 0.0f;
+  p.repetition_penalty = 1.2f;  // penalties reorder seen ids
+  EXPECT_EQ(Sampler(p, 1).CandidatesNeeded(5), 0);
+}
+
+// What a GPU runner sends for a row that needs `n` candidates: the n best
+// (and -inf elsewhere), or the whole row when the n-th and (n+1)-th tie.
+std::vector<float> OnlyCandidates(const std::vector<float>& logits, int n) {
+  if (n <= 0 || static_cast<size_t>(n) >= logits.size()) return logits;
+  std::vector<float> sorted = logits;
+  std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+  if (sorted[n - 1] == sorted[n]) return logits;
+  std::vector<float> sparse(logits.size(),
+                            -std::numeric_limits<float>::infinity());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] >= sorted[n - 1]) sparse[i] = logits[i];
+  }
+  return sparse;
+}
+
+// The device path's promise: a sampler fed only CandidatesNeeded() logits
+// per step picks the ids it picks from the whole rows, same seed, with
+// ties, masked EOS and every processor combination.
+TEST(SamplerTest, CandidatesNeededGiveTheIdsOfTheWholeRow) {
+  std::mt19937 rng(5);
+  int sparse_steps = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const int vocab = trial % 2 ? 50 : 1000;
+    SamplingParams p;
+    p.eos_token_ids = {1, 3};
+    const float temperatures[] = {0.0f, 0.7f, 1.3f};
+    p.temperature = temperatures[rng() % 3];
+    const int top_ks[] = {0, 1, 4, 50};
+    p.top_k = top_ks[rng() % 4];
+    const float top_ps[] = {1.0f, 0.9f, 0.3f};
+    p.top_p = top_ps[rng() % 3];
+    p.repetition_penalty = rng() % 4 ? 1.0f : 1.3f;
+    p.min_new_tokens = rng() % 2 ? 0 : 4;
+    const bool quantized = rng() % 3 == 0;
+    const uint64_t seed = rng();
+    Sampler whole(p, seed), candidates(p, seed);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<int32_t> generated;
+    for (int step = 0; step < 12; ++step) {
+      std::vector<float> logits(vocab);
+      for (float& x : logits)
+        x = quantized ? std::round(normal(rng) * 2) / 2 : normal(rng);
+      // The EOS ids among the best, so min_new_tokens' mask matters.
+      if (step % 3 == 0) logits[1] = 20.0f;
+      const int n = candidates.CandidatesNeeded(generated.size());
+      std::vector<float> sent = OnlyCandidates(logits, n);
+      sparse_steps += sent != logits;
+      const int32_t id = whole.Next(logits, generated);
+      ASSERT_EQ(candidates.Next(sent, generated), id)
+          << "trial " << trial << " step " << step << " n " << n;
+      generated.push_back(id);
+    }
+  }
+  EXPECT_GT(sparse_steps, 1000);  // the sparse path really ran
 }
 
 }  // namespace

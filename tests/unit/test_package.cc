@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <opencv2/core.hpp>
@@ -14,6 +15,10 @@ namespace iblip::testing {
 std::string TinyPackageDir() { return IBLIP_TINY_PACKAGE_DIR; }
 
 std::string FixturesDir() { return IBLIP_FIXTURES_DIR; }
+std::string TestDevice() {
+  const char* device = std::getenv("IBLIP_TEST_DEVICE");
+  return device != nullptr && *device != '\0' ? device : "cpu";
+}
 
 std::string FixturePackageDir(const std::string& checkpoint) {
   return std::string(IBLIP_FIXTURE_PACKAGES_DIR) + "/" + checkpoint;

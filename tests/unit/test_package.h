@@ -18,6 +18,10 @@ std::string TinyPackageDir();
 // tests/fixtures (the repository's copy of the Hugging Face reference outputs)
 // and the packages the build exported from its checkpoints.
 std::string FixturesDir();
+// The torch device the model tests load packages on: IBLIP_TEST_DEVICE
+// (runtime.device's syntax), default cpu. bench/gpu/run.sh runs the parity
+// tests with cuda.
+std::string TestDevice();
 std::string FixturePackageDir(const std::string& checkpoint);
 
 // A float32 little-endian C-order .npy file.

@@ -10,7 +10,7 @@ TinyModel& SharedTinyModel() {
     auto* t = new TinyModel;
     t->manifest = tokenizers.manifest;
     auto loaded = model::InstructBlipModel::Load(
-        t->manifest, model::RuntimeOptions{"cpu", 1});
+        t->manifest, model::RuntimeOptions{TestDevice(), 1});
     if (!loaded.ok()) throw std::runtime_error(loaded.status().ToString());
     t->model = std::move(*loaded);
     t->lm_tokenizer = tokenizers.lm_tokenizer.get();
