@@ -36,7 +36,7 @@ SPEC = dict(
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 BOS = EOS = 2  # InstructBLIP-Vicuna layout: prompts start with </s>, answers end with it
-HELD_OUT_SEED = 424242  # never used for training; the evaluation's seed
+EVAL_SEED = 424242  # the trainer's own evaluation; never used for training
 # Positions and captions (which shape comes first) are the hardest: ask them
 # more often.
 TYPE_WEIGHTS = [1, 1, 1, 2, 2]
@@ -307,7 +307,7 @@ def sincos_grid(side, dim):
 
 
 @torch.no_grad()
-def evaluate(model, batcher, count, seed=HELD_OUT_SEED):
+def evaluate(model, batcher, count, seed=EVAL_SEED):
     """Greedy exact-match accuracy per question type on unseen scenes."""
     from iblip_model.modeling.instructblip import greedy_generate
     rng = random.Random(seed)
