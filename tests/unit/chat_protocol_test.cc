@@ -109,9 +109,10 @@ TEST(ChatProtocolTest, BadRequestsNameTheField) {
   ExpectInvalid({{"messages", {UserTurn("hi", "data:image/png;base64,@@@")}}},
                 "messages[0].content[0].image_url");
   for (const std::string bad_reference :
-       {"iblip:sha256:", "iblip:sha256:" + std::string(63, 'a'),
+       {std::string("iblip:sha256:"), "iblip:sha256:" + std::string(63, 'a'),
         "iblip:sha256:" + std::string(64, 'A'),
-        "iblip:sha256:" + std::string(64, 'a') + "0", "iblip:sha1:abc"}) {
+        "iblip:sha256:" + std::string(64, 'a') + "0",
+        std::string("iblip:sha1:abc")}) {
     ExpectInvalid({{"messages", {UserTurn("hi", bad_reference)}}},
                   "messages[0].content[0].image_url");
   }
