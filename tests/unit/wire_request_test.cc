@@ -60,7 +60,9 @@ TEST(WireRequestTest, NamesTheStringThatIsNotUtf8) {
 
   request = Request();
   request.add_images()->set_sha256("HASHHASH");
-  ExpectInvalid(WireWith(request, "HASHHASH", "ab\xFF\xFEabcd"),
+  ExpectInvalid(WireWith(request, "HASHHASH",
+                         "ab\xFF\xFE"
+                         "abcd"),
                 "images[1].sha256: is not valid UTF-8");
 }
 
