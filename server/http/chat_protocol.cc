@@ -270,22 +270,19 @@ std::string OpenAiFinishReason(FinishReason reason) {
 
 namespace {
 
-double Milliseconds(absl::Duration d) {
-  return absl::ToDoubleMilliseconds(d);
-}
+double Milliseconds(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
 // The server's own clock, so clients need not guess rates from chunk
 // arrival (a chunk can hold several tokens). Decode rate: the tokens after
 // the first over the time after the first.
 json TimingsObject(const UsageStats& usage) {
-  const absl::Duration decode =
-      usage.total_time - usage.time_to_first_token;
-  json timings = {{"queue_ms", Milliseconds(usage.queue_time)},
-                  {"time_to_first_token_ms",
-                   Milliseconds(usage.time_to_first_token)},
-                  {"decode_ms", Milliseconds(decode)},
-                  {"total_ms", Milliseconds(usage.total_time)},
-                  {"decode_tokens_per_second", nullptr}};
+  const absl::Duration decode = usage.total_time - usage.time_to_first_token;
+  json timings = {
+      {"queue_ms", Milliseconds(usage.queue_time)},
+      {"time_to_first_token_ms", Milliseconds(usage.time_to_first_token)},
+      {"decode_ms", Milliseconds(decode)},
+      {"total_ms", Milliseconds(usage.total_time)},
+      {"decode_tokens_per_second", nullptr}};
   if (usage.generated_tokens > 1 && decode > absl::ZeroDuration()) {
     timings["decode_tokens_per_second"] =
         (usage.generated_tokens - 1) / absl::ToDoubleSeconds(decode);
@@ -358,8 +355,8 @@ std::string ModelsJson(const std::string& model, int64_t created,
                        const v1::ModelInfo& info, HistoryMode history) {
   const v1::Limits& limits = info.limits();
   json card = {
-      {"history", history == HistoryMode::kTranscript ? "transcript"
-                                                      : "latest"},
+      {"history",
+       history == HistoryMode::kTranscript ? "transcript" : "latest"},
       {"max_new_tokens", limits.max_new_tokens()},
       {"default_max_new_tokens", info.default_parameters().max_new_tokens()},
       {"max_context_tokens", limits.max_context_tokens()},

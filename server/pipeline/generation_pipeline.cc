@@ -104,8 +104,8 @@ void GenerationPipeline::Preprocess(std::shared_ptr<GenerationRequest> request,
         absl::StrCat("images[0].sha256: ", request->image_hash,
                      " is not held by this server; send the data")));
   } else {
-    auto pixels = deps_.image_preprocessor->Process(image_source.bytes,
-                                                    "images[0].data");
+    auto pixels =
+        deps_.image_preprocessor->Process(image_source.bytes, "images[0].data");
     if (!pixels.ok()) return reject(pixels.status());
     request->pixels = std::move(*pixels);
   }

@@ -146,17 +146,17 @@ TEST(ChatProtocolTest, ResponsesChunksAndErrorsHaveOpenAisShape) {
 
   usage.time_to_first_token = absl::Milliseconds(30);
   usage.total_time = absl::Milliseconds(50);
-  json final_event = json::parse(
-      UsageEvent("chatcmpl-1", 100, "m", usage).substr(6));
+  json final_event =
+      json::parse(UsageEvent("chatcmpl-1", 100, "m", usage).substr(6));
   EXPECT_EQ(final_event["usage"]["completion_tokens"], 3);
   // The server's timings: 2 tokens after the first in 20 ms.
   EXPECT_DOUBLE_EQ(final_event["timings"]["time_to_first_token_ms"], 30.0);
   EXPECT_DOUBLE_EQ(final_event["timings"]["decode_ms"], 20.0);
   EXPECT_DOUBLE_EQ(final_event["timings"]["decode_tokens_per_second"], 100.0);
   usage.generated_tokens = 1;  // no rate from one token
-  EXPECT_TRUE(json::parse(UsageEvent("chatcmpl-1", 100, "m", usage).substr(6))
-                  ["timings"]["decode_tokens_per_second"]
-                      .is_null());
+  EXPECT_TRUE(json::parse(UsageEvent("chatcmpl-1", 100, "m", usage)
+                              .substr(6))["timings"]["decode_tokens_per_second"]
+                  .is_null());
 
   v1::ModelInfo info;
   info.mutable_limits()->set_max_new_tokens(512);
