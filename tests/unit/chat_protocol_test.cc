@@ -108,7 +108,7 @@ TEST(ChatProtocolTest, BadRequestsNameTheField) {
                 "messages[0].content[0].image_url");
   ExpectInvalid({{"messages", {UserTurn("hi", "data:image/png;base64,@@@")}}},
                 "messages[0].content[0].image_url");
-  for (const std::string bad_reference :
+  for (const std::string& bad_reference :
        {std::string("iblip:sha256:"), "iblip:sha256:" + std::string(63, 'a'),
         "iblip:sha256:" + std::string(64, 'A'),
         "iblip:sha256:" + std::string(64, 'a') + "0",

@@ -97,7 +97,7 @@ TEST(RequestValidatorTest, ImageReferencesAreSha256Hex) {
   request.mutable_images(0)->set_sha256(std::string(64, 'a'));
   EXPECT_TRUE(ValidateGenerateRequest(request, TestLimits(), 1).ok());
   // Not a SHA-256: too short, too long, uppercase, not hex, empty.
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string(63, 'a'), std::string(65, 'a'), std::string(64, 'A'),
         std::string(63, 'a') + "g", std::string()}) {
     request.mutable_images(0)->set_sha256(bad);
