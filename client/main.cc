@@ -25,6 +25,7 @@
 #include "client/generation_result.h"
 #include "client/request_builder.h"
 #include "common/command_line.h"
+#include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "iblip/v1/iblip.grpc.pb.h"
@@ -189,6 +190,9 @@ int Chat(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
   auto request = BuildGenerateRequest(line);
   if (!request.ok()) return UsageError(std::string(request.status().message()));
   auto stub = v1::InstructBlipService::NewStub(channel);
+  // The image crosses the network once: the first turn sends the bytes,
+  // later ones its SHA-256 (Image.sha256).
+  const std::string image_bytes = request->images(0).data();
   const bool interactive = isatty(fileno(stdin));
   std::string question;
   for (int turn = 1;; ++turn) {
@@ -203,6 +207,18 @@ int Chat(const CommandLine& line, const std::shared_ptr<grpc::Channel>& channel,
     GenerationResult result;
     grpc::Status status = RunRequest(*stub, line, timeout_s, *request,
                                      line.Has("unary"), true, result);
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND &&
+        request->images(0).has_sha256()) {
+      // The server no longer holds the image: send its bytes again.
+      request->mutable_images(0)->set_data(image_bytes);
+      result = GenerationResult();
+      status = RunRequest(*stub, line, timeout_s, *request, line.Has("unary"),
+                          true, result);
+    }
+    if (status.ok() && request->images(0).has_data()) {
+      // The server holds the image now: later turns name it by hash.
+      request->mutable_images(0)->set_sha256(Sha256Hex(image_bytes));
+    }
     std::cout << "\n";
     if (!status.ok()) {
       // A bad question ends only its turn; an unreachable server ends chat.

@@ -1,8 +1,6 @@
 #include "server/engine/feature_cache.h"
 
-#include <openssl/evp.h>
-
-#include "absl/strings/escaping.h"
+#include "common/sha256.h"
 
 namespace iblip::server {
 
@@ -15,12 +13,7 @@ FeatureCache::FeatureCache(uint64_t vision_budget_bytes,
       metrics_(metrics) {}
 
 std::string FeatureCache::ImageHash(absl::string_view image_bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(image_bytes.data(), image_bytes.size(), digest, &length,
-             EVP_sha256(), nullptr);
-  return absl::BytesToHexString(absl::string_view(
-      reinterpret_cast<const char*>(digest), static_cast<size_t>(length)));
+  return Sha256Hex(image_bytes);
 }
 
 std::string FeatureCache::EmbeddingKey(

@@ -22,6 +22,8 @@ constexpr int kParametersField = v1::GenerateRequest::kParametersFieldNumber;
 constexpr int kStopSequencesField =
     v1::GenerationParameters::kStopSequencesFieldNumber;
 constexpr int kTextField = v1::TokenizeRequest::kTextFieldNumber;
+constexpr int kImagesField = v1::GenerateRequest::kImagesFieldNumber;
+constexpr int kSha256Field = v1::Image::kSha256FieldNumber;
 
 bool IsBadString(const UnknownField& field) {
   return field.type() == UnknownField::TYPE_LENGTH_DELIMITED &&
@@ -55,8 +57,23 @@ absl::Status DiagnoseMalformedRequest(absl::string_view wire) {
   UnknownFieldSet fields;
   if (fields.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
     int stop_index = 0;
+    int image_index = 0;
     for (int i = 0; i < fields.field_count(); ++i) {
       const UnknownField& field = fields.field(i);
+      if (field.number() == kImagesField &&
+          field.type() == UnknownField::TYPE_LENGTH_DELIMITED) {
+        UnknownFieldSet image;
+        if (image.ParseFromString(field.length_delimited())) {
+          for (int j = 0; j < image.field_count(); ++j) {
+            if (image.field(j).number() == kSha256Field &&
+                IsBadString(image.field(j))) {
+              return NotUtf8(absl::StrCat("images[", image_index, "].sha256"));
+            }
+          }
+        }
+        ++image_index;
+        continue;
+      }
       if (field.number() == kPromptField && IsBadString(field)) {
         return NotUtf8("prompt");
       }

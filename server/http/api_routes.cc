@@ -41,8 +41,10 @@ void AddApiRoutes(Router& router, const ApiOptions& options) {
   });
   const int64_t created = absl::ToUnixSeconds(absl::Now());
   router.Get("/v1/models",
-             [models = ModelsJson(options.model_id, created)](
-                 HttpRequest&) -> Reply { return JsonResponse(200, models); });
+             [models = ModelsJson(options.model_id, created, options.model_info,
+                                  options.history)](HttpRequest&) -> Reply {
+               return JsonResponse(200, models);
+             });
   for (const char* path : {"/", "/index.html"}) {
     router.Get(path, [](HttpRequest& request) -> Reply {
       const StaticFile* file = FindStaticFile(request.path);

@@ -9,6 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "server/http/bounded_json.h"
 #include "server/http/http_errors.h"
+#include "server/pipeline/request_validator.h"
 
 namespace iblip::server::http {
 namespace {
@@ -19,25 +20,45 @@ absl::Status Invalid(const std::string& field, const std::string& message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
 }
 
-// The bytes of a data:[<mime>][;base64],<data> URL.
-absl::StatusOr<std::string> DecodeDataUrl(absl::string_view url,
-                                          const std::string& field) {
+// The image of a conversation: its bytes, or the SHA-256 of bytes this
+// server was sent before.
+struct ImagePart {
+  std::string bytes;
+  std::string sha256;
+  bool empty() const { return bytes.empty() && sha256.empty(); }
+};
+
+constexpr absl::string_view kReferencePrefix = "iblip:sha256:";
+
+// The image an image_url names: a data:[<mime>][;base64],<data> URL, or a
+// reference "iblip:sha256:<hex>" to an image sent before.
+absl::StatusOr<ImagePart> ReadImageUrl(absl::string_view url,
+                                       const std::string& field) {
+  if (absl::StartsWith(url, kReferencePrefix)) {
+    ImagePart part;
+    part.sha256 = std::string(url.substr(kReferencePrefix.size()));
+    absl::Status checked = CheckImageReference(part.sha256, field);
+    if (!checked.ok()) return checked;
+    return part;
+  }
   if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
     return Invalid(field,
                    "the server fetches nothing; send the image inline as a "
                    "data: URL (data:image/png;base64,...)");
   }
   if (!absl::StartsWith(url, "data:"))
-    return Invalid(field, "must be a data: URL (data:image/png;base64,...)");
+    return Invalid(field,
+                   "must be a data: URL (data:image/png;base64,...) or "
+                   "iblip:sha256:<hex>");
   const size_t comma = url.find(',');
   if (comma == std::string::npos)
     return Invalid(field, "malformed data: URL (no comma)");
   if (!absl::EndsWith(url.substr(0, comma), ";base64"))
     return Invalid(field, "the data: URL must be base64 (;base64,)");
-  std::string bytes;
-  if (!absl::Base64Unescape(url.substr(comma + 1), &bytes))
+  ImagePart part;
+  if (!absl::Base64Unescape(url.substr(comma + 1), &part.bytes))
     return Invalid(field, "invalid base64 in the data: URL");
-  return bytes;
+  return part;
 }
 
 struct Turn {
@@ -48,7 +69,7 @@ struct Turn {
 // Reads one message's content (a string, or an array of text and image_url
 // parts); the first image found anywhere is kept in `image`.
 absl::Status ReadContent(const json& content, const std::string& field,
-                         Turn& turn, std::string& image) {
+                         Turn& turn, ImagePart& image) {
   if (content.is_string()) {
     turn.text = content.get_ref<const std::string&>();
     return absl::OkStatus();
@@ -77,10 +98,10 @@ absl::Status ReadContent(const json& content, const std::string& field,
       }
       if (url == nullptr || !url->is_string())
         return Invalid(where + ".image_url", "needs a \"url\" string");
-      auto bytes = DecodeDataUrl(url->get_ref<const std::string&>(),
-                                 where + ".image_url");
-      if (!bytes.ok()) return bytes.status();
-      if (image.empty()) image = std::move(*bytes);
+      auto read = ReadImageUrl(url->get_ref<const std::string&>(),
+                               where + ".image_url");
+      if (!read.ok()) return read.status();
+      if (image.empty()) image = *std::move(read);
     } else {
       return Invalid(where + ".type",
                      "must be \"text\" or \"image_url\", got " +
@@ -133,7 +154,7 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string body_text,
     return Invalid("messages", "must be a non-empty array");
 
   ChatRequest chat;
-  std::string image;
+  ImagePart image;
   std::vector<Turn> turns;
   const json& messages = body["messages"];
   for (size_t i = 0; i < messages.size(); ++i) {
@@ -164,7 +185,11 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string body_text,
     return Invalid("messages",
                    "no image: InstructBLIP answers about an image; add an "
                    "image_url part (a data: URL) to a user message");
-  chat.generate.add_images()->set_data(std::move(image));
+  if (image.sha256.empty()) {
+    chat.generate.add_images()->set_data(std::move(image.bytes));
+  } else {
+    chat.generate.add_images()->set_sha256(std::move(image.sha256));
+  }
   chat.generate.set_prompt(Prompt(turns, history));
 
   v1::GenerationParameters& p = *chat.generate.mutable_parameters();
@@ -245,6 +270,26 @@ std::string OpenAiFinishReason(FinishReason reason) {
 
 namespace {
 
+double Milliseconds(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+// The server's own clock, so clients need not guess rates from chunk
+// arrival (a chunk can hold several tokens). Decode rate: the tokens after
+// the first over the time after the first.
+json TimingsObject(const UsageStats& usage) {
+  const absl::Duration decode = usage.total_time - usage.time_to_first_token;
+  json timings = {
+      {"queue_ms", Milliseconds(usage.queue_time)},
+      {"time_to_first_token_ms", Milliseconds(usage.time_to_first_token)},
+      {"decode_ms", Milliseconds(decode)},
+      {"total_ms", Milliseconds(usage.total_time)},
+      {"decode_tokens_per_second", nullptr}};
+  if (usage.generated_tokens > 1 && decode > absl::ZeroDuration()) {
+    timings["decode_tokens_per_second"] =
+        (usage.generated_tokens - 1) / absl::ToDoubleSeconds(decode);
+  }
+  return timings;
+}
+
 json UsageObject(const UsageStats& usage) {
   return {{"prompt_tokens", usage.prompt_tokens + usage.image_tokens},
           {"completion_tokens", usage.generated_tokens},
@@ -277,6 +322,7 @@ std::string CompletionJson(const std::string& id, int64_t created,
          {"finish_reason", OpenAiFinishReason(choices[i].finish_reason)}});
   }
   body["usage"] = UsageObject(usage);
+  body["timings"] = TimingsObject(usage);
   return DumpJson(body);
 }
 
@@ -301,15 +347,28 @@ std::string UsageEvent(const std::string& id, int64_t created,
   json chunk = Envelope(id, created, model, "chat.completion.chunk");
   chunk["choices"] = json::array();
   chunk["usage"] = UsageObject(usage);
+  chunk["timings"] = TimingsObject(usage);
   return Event(chunk);
 }
 
-std::string ModelsJson(const std::string& model, int64_t created) {
+std::string ModelsJson(const std::string& model, int64_t created,
+                       const v1::ModelInfo& info, HistoryMode history) {
+  const v1::Limits& limits = info.limits();
+  json card = {
+      {"history",
+       history == HistoryMode::kTranscript ? "transcript" : "latest"},
+      {"max_new_tokens", limits.max_new_tokens()},
+      {"default_max_new_tokens", info.default_parameters().max_new_tokens()},
+      {"max_context_tokens", limits.max_context_tokens()},
+      {"max_image_bytes", limits.max_image_bytes()},
+      {"max_image_pixels", limits.max_image_pixels()},
+      {"image_formats", info.accepted_image_formats()}};
   return DumpJson(json{{"object", "list"},
                        {"data", json::array({{{"id", model},
                                               {"object", "model"},
                                               {"created", created},
-                                              {"owned_by", "iblip"}}})}});
+                                              {"owned_by", "iblip"},
+                                              {"iblip", card}}})}});
 }
 
 absl::Status ToOpenAiFieldNames(const absl::Status& status) {
@@ -322,6 +381,7 @@ absl::Status ToOpenAiFieldNames(const absl::Status& status) {
       {"parameters.top_p", "top_p"},
       {"parameters.seed", "seed"},
       {"images[0].data", "messages (image_url)"},
+      {"images[0].sha256", "messages (image_url iblip:sha256)"},
       {"prompt", "messages"},
   };
   const absl::string_view message = status.message();

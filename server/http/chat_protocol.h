@@ -36,7 +36,8 @@ struct ChatRequest {
 
 // Parses a POST /v1/chat/completions body. The image is the first image_url
 // part of the conversation (the first user turn's, kept for every later
-// turn); it must be a base64 data: URL, since the server fetches nothing.
+// turn); it must be a base64 data: URL, since the server fetches nothing,
+// or "iblip:sha256:<hex>" naming an image sent before (Image.sha256).
 // INVALID_ARGUMENT names the JSON field ("messages[1].content[0].image_url")
 // and quotes at most ~200 bytes of the client's value. The body is released
 // as soon as it is parsed (peak memory: about three times its size).
@@ -62,13 +63,20 @@ std::string CompletionJson(const std::string& id, int64_t created,
 std::string ChunkEvent(const std::string& id, int64_t created,
                        const std::string& model, int index, bool first,
                        const std::string& text, FinishReason finish_reason);
+// Replies end with "usage" and the server's "timings" (queue_ms,
+// time_to_first_token_ms, decode_ms, total_ms, decode_tokens_per_second;
+// null rate below two tokens).
 std::string UsageEvent(const std::string& id, int64_t created,
                        const std::string& model, const UsageStats& usage);
 // An error inside a stream: "data: {"error": {...}}\n\n".
 std::string ErrorEvent(const absl::Status& status);
 inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
 
-std::string ModelsJson(const std::string& model, int64_t created);
+// GET /v1/models. The model's entry also carries "iblip": its limits
+// (max_new_tokens, max_context_tokens, ...), the default max_new_tokens and
+// the history mode, so a client can show what will be sent and allowed.
+std::string ModelsJson(const std::string& model, int64_t created,
+                       const v1::ModelInfo& info, HistoryMode history);
 
 // The pipeline's messages name iblip.v1 fields ("parameters.top_p: ...");
 // this renames them to the request's OpenAI fields ("top_p: ...").

@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(
     frontend->backend_ = std::make_unique<PipelineChatBackend>(*deps.pipeline);
     ApiOptions api;
     api.model_id = deps.model_id;
+    api.model_info = deps.pipeline->deps().model_info;
     api.history = http.history() == "transcript" ? HistoryMode::kTranscript
                                                  : HistoryMode::kLatest;
     api.json.max_depth = http.max_json_depth();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/runtime/prompt.h"
 
@@ -59,14 +60,20 @@ void GenerationPipeline::Start(
       generation, generation->settings, *deps_.lm_tokenizer, std::move(sink),
       *deps_.output_pool, *deps_.metrics);
   on_created(generation);
+  ImageSource image;
+  if (request.images(0).source_case() == v1::Image::kSha256) {
+    image.sha256 = request.images(0).sha256();
+  } else {
+    image.bytes = request.images(0).data();
+  }
   deps_.preprocess_pool->Post(
-      [this, generation, image = request.images(0).data()]() mutable {
+      [this, generation, image = std::move(image)]() mutable {
         Preprocess(std::move(generation), std::move(image));
       });
 }
 
 void GenerationPipeline::Preprocess(std::shared_ptr<GenerationRequest> request,
-                                    std::string image_bytes) {
+                                    ImageSource image_source) {
   auto reject = [&](const absl::Status& status) {
     deps_.engine->CancelAdmission();
     deps_.metrics->RequestFinished(status.code());
@@ -80,17 +87,25 @@ void GenerationPipeline::Preprocess(std::shared_ptr<GenerationRequest> request,
   request->prompt_ids = std::move(inputs.prompt_ids);
   request->qformer_ids = std::move(inputs.qformer_input_ids);
   // Bytes seen before decoded fine then, and their encodings are cached:
-  // skip decoding (and the vision stage) for them.
+  // skip decoding (and the vision stage) for them. A reference by hash is
+  // served from those encodings alone.
   FeatureCache& cache = *deps_.feature_cache;
-  request->image_hash = FeatureCache::ImageHash(image_bytes);
+  const bool by_reference = image_source.bytes.empty();
+  request->image_hash = by_reference
+                            ? image_source.sha256
+                            : FeatureCache::ImageHash(image_source.bytes);
   if (auto image =
           cache.FindEmbedding(request->image_hash, request->qformer_ids)) {
     request->image = std::move(*image);
   } else if (auto vision = cache.FindVision(request->image_hash)) {
     request->vision = std::move(*vision);
+  } else if (by_reference) {
+    return reject(absl::NotFoundError(
+        absl::StrCat("images[0].sha256: ", request->image_hash,
+                     " is not held by this server; send the data")));
   } else {
     auto pixels =
-        deps_.image_preprocessor->Process(image_bytes, "images[0].data");
+        deps_.image_preprocessor->Process(image_source.bytes, "images[0].data");
     if (!pixels.ok()) return reject(pixels.status());
     request->pixels = std::move(*pixels);
   }

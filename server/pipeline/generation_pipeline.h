@@ -61,9 +61,16 @@ class GenerationPipeline {
   const Dependencies& deps() const { return deps_; }
 
  private:
+  // A request's image: its encoded bytes, or (bytes empty) the SHA-256 of
+  // bytes sent before.
+  struct ImageSource {
+    std::string bytes;
+    std::string sha256;
+  };
+
   // On the preprocessing pool.
   void Preprocess(std::shared_ptr<GenerationRequest> request,
-                  std::string image_bytes);
+                  ImageSource image_source);
 
   const Dependencies deps_;
   std::atomic<bool> accepting_{false};

@@ -1,5 +1,6 @@
 #include "server/pipeline/request_validator.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
@@ -138,6 +139,20 @@ v1::GenerationParameters DefaultParameters(const ServingLimits& limits) {
   return p;
 }
 
+absl::Status CheckImageReference(const std::string& sha256,
+                                 const std::string& field) {
+  const bool well_formed =
+      sha256.size() == 64 &&
+      std::all_of(sha256.begin(), sha256.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      });
+  if (well_formed) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field,
+      ": must be the image's SHA-256 as 64 lowercase hex characters, got ",
+      sha256.size(), " bytes"));
+}
+
 absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
     const v1::GenerateRequest& request, const ServingLimits& limits,
     uint64_t random_seed) {
@@ -151,6 +166,11 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
         request.images_size());
   }
   for (int i = 0; i < request.images_size(); ++i) {
+    if (request.images(i).source_case() == v1::Image::kSha256) {
+      RETURN_IF_ERROR(CheckImageReference(
+          request.images(i).sha256(), absl::StrCat("images[", i, "].sha256")));
+      continue;
+    }
     const std::string field = absl::StrCat("images[", i, "].data");
     const std::string& data = request.images(i).data();
     if (data.empty())

@@ -29,6 +29,11 @@ absl::StatusOr<ValidatedRequest> ValidateGenerateRequest(
     const v1::GenerateRequest& request, const ServingLimits& limits,
     uint64_t random_seed);
 
+// Checks an Image.sha256 reference: 64 lowercase hex characters.
+// INVALID_ARGUMENT names `field`.
+absl::Status CheckImageReference(const std::string& sha256,
+                                 const std::string& field);
+
 // Checks that count tokens: prompt length and the context budget.
 absl::Status ValidateTokenBudget(size_t prompt_tokens, int image_tokens,
                                  const GenerationSettings& settings,

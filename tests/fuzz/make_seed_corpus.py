@@ -6,6 +6,7 @@ requests, chat bodies. Re-run after changing what the targets read:
     PYTHONPATH=build/python /usr/bin/python3 tests/fuzz/make_seed_corpus.py
 """
 
+import hashlib
 import io
 import json
 import os
@@ -80,6 +81,9 @@ def requests(image_bytes):
     bad = iblip_pb2.GenerateRequest(prompt="\u00e9" * 10)
     bad.parameters.top_p = 1.5
     yield "bad-top-p.pb", bad
+    reference = iblip_pb2.GenerateRequest(prompt="and the shape?")
+    reference.images.add(sha256=hashlib.sha256(image_bytes).hexdigest())
+    yield "reference.pb", reference
 
 
 def chat_bodies(image_bytes):
@@ -96,6 +100,15 @@ def chat_bodies(image_bytes):
                                            {"role": "user", "content": "and the shape?"}]}
     yield "remote-url.json", {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
+    # The image by reference (Image.sha256), as follow-up turns send it.
+    reference = {"type": "image_url",
+                 "image_url": {"url": "iblip:sha256:" + hashlib.sha256(image_bytes).hexdigest()}}
+    yield "reference.json", {"stream": True, "messages": [
+        {"role": "user", "content": [reference, {"type": "text", "text": "what color is it?"}]},
+        {"role": "assistant", "content": "red"},
+        {"role": "user", "content": "and the shape?"}]}
+    yield "bad-reference.json", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "iblip:sha256:ABC"}}]}]}
 
 
 # What runtime.num_threads 0 reads: cgroup v2 cpu.max, a v1 quota and
@@ -150,6 +163,9 @@ def http_connections(image_bytes):
                            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
                            + b"%x\r\n" % len(chat) + chat.encode() + b"\r\n0\r\n\r\n")
     yield "no-key.http", http_request("POST", "/v1/chat/completions", chat)
+    yield "chat-reference.http", http_request(
+        "POST", "/v1/chat/completions",
+        json.dumps(dict(chat_bodies(image_bytes))["reference.json"]), [key])
 
 
 def main():

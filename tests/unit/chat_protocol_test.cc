@@ -69,6 +69,26 @@ TEST(ChatProtocolTest, MultiTurnKeepsTheFirstImageAndBuildsThePrompt) {
             "Answer:");
 }
 
+TEST(ChatProtocolTest, AnImageReferenceBecomesImageSha256) {
+  const std::string hash(64, 'c');
+  json messages = {UserTurn("what color?", "iblip:sha256:" + hash),
+                   {{"role", "assistant"}, {"content", "red"}},
+                   {{"role", "user"}, {"content", "and the shape?"}}};
+  auto chat = ParseChatRequest(json{{"messages", messages}}.dump(),
+                               HistoryMode::kLatest);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  ASSERT_EQ(chat->generate.images_size(), 1);
+  EXPECT_EQ(chat->generate.images(0).sha256(), hash);
+  EXPECT_FALSE(chat->generate.images(0).has_data());
+  // The pipeline's NOT_FOUND names the request's field and the hash.
+  const absl::Status renamed = ToOpenAiFieldNames(absl::NotFoundError(
+      "images[0].sha256: " + hash + " is not held by this server"));
+  EXPECT_EQ(renamed.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(renamed.message(), "messages (image_url iblip:sha256): " + hash +
+                                   " is not held by this server");
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kNotFound), 404);
+}
+
 void ExpectInvalid(const json& body, const std::string& field) {
   auto chat = ParseChatRequest(body.dump(), HistoryMode::kLatest);
   ASSERT_FALSE(chat.ok()) << body.dump();
@@ -88,6 +108,14 @@ TEST(ChatProtocolTest, BadRequestsNameTheField) {
                 "messages[0].content[0].image_url");
   ExpectInvalid({{"messages", {UserTurn("hi", "data:image/png;base64,@@@")}}},
                 "messages[0].content[0].image_url");
+  for (const std::string& bad_reference :
+       {std::string("iblip:sha256:"), "iblip:sha256:" + std::string(63, 'a'),
+        "iblip:sha256:" + std::string(64, 'A'),
+        "iblip:sha256:" + std::string(64, 'a') + "0",
+        std::string("iblip:sha1:abc")}) {
+    ExpectInvalid({{"messages", {UserTurn("hi", bad_reference)}}},
+                  "messages[0].content[0].image_url");
+  }
   ExpectInvalid({{"messages", {{{"role", "robot"}, {"content", "x"}}}}},
                 "messages[0].role");
   ExpectInvalid({{"messages",
@@ -115,6 +143,32 @@ TEST(ChatProtocolTest, ResponsesChunksAndErrorsHaveOpenAisShape) {
   EXPECT_EQ(completion["choices"][0]["message"]["content"], "red");
   EXPECT_EQ(completion["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(completion["usage"]["total_tokens"], 40);
+
+  usage.time_to_first_token = absl::Milliseconds(30);
+  usage.total_time = absl::Milliseconds(50);
+  json final_event =
+      json::parse(UsageEvent("chatcmpl-1", 100, "m", usage).substr(6));
+  EXPECT_EQ(final_event["usage"]["completion_tokens"], 3);
+  // The server's timings: 2 tokens after the first in 20 ms.
+  EXPECT_DOUBLE_EQ(final_event["timings"]["time_to_first_token_ms"], 30.0);
+  EXPECT_DOUBLE_EQ(final_event["timings"]["decode_ms"], 20.0);
+  EXPECT_DOUBLE_EQ(final_event["timings"]["decode_tokens_per_second"], 100.0);
+  usage.generated_tokens = 1;  // no rate from one token
+  EXPECT_TRUE(json::parse(UsageEvent("chatcmpl-1", 100, "m", usage)
+                              .substr(6))["timings"]["decode_tokens_per_second"]
+                  .is_null());
+
+  v1::ModelInfo info;
+  info.mutable_limits()->set_max_new_tokens(512);
+  info.mutable_limits()->set_max_context_tokens(2048);
+  info.mutable_default_parameters()->set_max_new_tokens(64);
+  json models =
+      json::parse(ModelsJson("m", 100, info, HistoryMode::kTranscript));
+  EXPECT_EQ(models["data"][0]["id"], "m");
+  EXPECT_EQ(models["data"][0]["iblip"]["max_new_tokens"], 512);
+  EXPECT_EQ(models["data"][0]["iblip"]["default_max_new_tokens"], 64);
+  EXPECT_EQ(models["data"][0]["iblip"]["max_context_tokens"], 2048);
+  EXPECT_EQ(models["data"][0]["iblip"]["history"], "transcript");
 
   const std::string event =
       ChunkEvent("chatcmpl-1", 100, "m", 0, true, "re", FinishReason::kNone);

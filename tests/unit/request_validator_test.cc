@@ -92,6 +92,19 @@ TEST(RequestValidatorTest, ImageErrors) {
   ExpectInvalid(request, "images[0].data");
 }
 
+TEST(RequestValidatorTest, ImageReferencesAreSha256Hex) {
+  auto request = ValidRequest();
+  request.mutable_images(0)->set_sha256(std::string(64, 'a'));
+  EXPECT_TRUE(ValidateGenerateRequest(request, TestLimits(), 1).ok());
+  // Not a SHA-256: too short, too long, uppercase, not hex, empty.
+  for (const std::string& bad :
+       {std::string(63, 'a'), std::string(65, 'a'), std::string(64, 'A'),
+        std::string(63, 'a') + "g", std::string()}) {
+    request.mutable_images(0)->set_sha256(bad);
+    ExpectInvalid(request, "images[0].sha256");
+  }
+}
+
 TEST(RequestValidatorTest, PromptErrors) {
   auto request = ValidRequest();
   request.set_prompt(std::string(101, 'a'));

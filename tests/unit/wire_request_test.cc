@@ -57,6 +57,13 @@ TEST(WireRequestTest, NamesTheStringThatIsNotUtf8) {
   request.mutable_parameters()->add_stop_sequences("STOP");
   ExpectInvalid(WireWith(request, "STOP", "\xED\xA0\x80!"),
                 "parameters.stop_sequences[1]: is not valid UTF-8");
+
+  request = Request();
+  request.add_images()->set_sha256("HASHHASH");
+  ExpectInvalid(WireWith(request, "HASHHASH",
+                         "ab\xFF\xFE"
+                         "abcd"),
+                "images[1].sha256: is not valid UTF-8");
 }
 
 TEST(WireRequestTest, MalformedBytesAreAnInvalidRequest) {

@@ -9,6 +9,8 @@ directory and client/python on PYTHONPATH:
             print(chunk.text, end="", flush=True)
 """
 
+import hashlib
+
 import grpc
 
 from iblip.v1 import iblip_pb2, iblip_pb2_grpc
@@ -18,14 +20,16 @@ _PARAMETER_FIELDS = {f.name for f in iblip_pb2.GenerationParameters.DESCRIPTOR.f
 
 
 def build_request(image, prompt="", *, priority=None, request_id="", **parameters):
-    """A GenerateRequest from encoded image bytes, a prompt and parameters
-    named as in GenerationParameters (max_new_tokens=..., temperature=...)."""
+    """A GenerateRequest from encoded image bytes (or an iblip_pb2.Image, e.g.
+    Image(sha256=...)), a prompt and parameters named as in
+    GenerationParameters (max_new_tokens=..., temperature=...)."""
     unknown = set(parameters) - _PARAMETER_FIELDS
     if unknown:
         raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
     stop = parameters.pop("stop_sequences", None) or []
     request = iblip_pb2.GenerateRequest(
-        images=[iblip_pb2.Image(data=image)], prompt=prompt, request_id=request_id,
+        images=[image if isinstance(image, iblip_pb2.Image) else iblip_pb2.Image(data=image)],
+        prompt=prompt, request_id=request_id,
         parameters=iblip_pb2.GenerationParameters(stop_sequences=list(stop), **parameters))
     if priority is not None:
         request.priority = priority
@@ -36,9 +40,14 @@ class Client:
     """Blocking client over one channel. Methods raise grpc.RpcError."""
 
     def __init__(self, address, *, timeout=None, channel=None, api_key=None,
-                 root_certificates=None):
+                 root_certificates=None, reuse_images=False):
         """`api_key`: sent as 'authorization: Bearer KEY' on every call.
-        `root_certificates` (PEM bytes): connect with TLS, trusting them."""
+        `root_certificates` (PEM bytes): connect with TLS, trusting them.
+        `reuse_images`: an image this client has sent before goes by its
+        SHA-256 (Image.sha256) instead of its bytes; when the server answers
+        NOT_FOUND (it no longer holds it) the bytes are sent again."""
+        self._reuse_images = reuse_images
+        self._held_images = set()  # SHA-256s the server accepted
         options = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20)]
         if channel is None and root_certificates is not None:
@@ -61,13 +70,52 @@ class Client:
     def generate(self, image, prompt="", **kwargs):
         """Streams GenerateResponse messages. Cancel by closing the iterator."""
         timeout = kwargs.pop("timeout", self._timeout)
+        if self._reuse_images and isinstance(image, bytes):
+            return self._generate_reusing(image, prompt, timeout, kwargs)
         return self._stub.Generate(build_request(image, prompt, **kwargs), timeout=timeout,
                                    metadata=self._metadata)
 
     def generate_unary(self, image, prompt="", **kwargs):
         timeout = kwargs.pop("timeout", self._timeout)
-        return self._stub.GenerateUnary(build_request(image, prompt, **kwargs), timeout=timeout,
-                                        metadata=self._metadata)
+        call = lambda source: self._stub.GenerateUnary(  # noqa: E731
+            build_request(source, prompt, **kwargs), timeout=timeout, metadata=self._metadata)
+        if not (self._reuse_images and isinstance(image, bytes)):
+            return call(image)
+        digest = hashlib.sha256(image).hexdigest()
+        if digest in self._held_images:
+            try:
+                return call(iblip_pb2.Image(sha256=digest))
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                self._held_images.discard(digest)
+        response = call(image)
+        self._held_images.add(digest)
+        return response
+
+    def _generate_reusing(self, image, prompt, timeout, kwargs):
+        digest = hashlib.sha256(image).hexdigest()
+        if digest in self._held_images:
+            stream = self._stub.Generate(
+                build_request(iblip_pb2.Image(sha256=digest), prompt, **kwargs),
+                timeout=timeout, metadata=self._metadata)
+            try:
+                first = next(stream)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                self._held_images.discard(digest)  # evicted: send the bytes
+            except StopIteration:
+                return
+            else:
+                yield first
+                yield from stream
+                return
+        stream = self._stub.Generate(build_request(image, prompt, **kwargs), timeout=timeout,
+                                     metadata=self._metadata)
+        for message in stream:
+            self._held_images.add(digest)
+            yield message
 
     def info(self):
         return self._stub.GetModelInfo(iblip_pb2.GetModelInfoRequest(), timeout=self._timeout,

@@ -1,0 +1,2 @@
+
+B@4f83de426f2f6f0fc297688ea1d5b120e5778991f8ea3b3fefc076b87b652acaand the shape?
