@@ -306,6 +306,10 @@ std::string ServeRawRequests(absl::string_view bytes, const Router& router,
   // network session would wait, then time out) or `error` is set.
   auto feed = [&](RequestParser& parser, auto done) {
     while (!done()) {
+      // In a body, Beast's put() of no bytes returns 0 without need_more:
+      // the end of the input must be checked here, or this spins (found by
+      // the fuzzer with a body cut short of its Content-Length).
+      if (bytes.empty()) return false;
       const size_t used =
           parser.put(net::buffer(bytes.data(), bytes.size()), error);
       bytes.remove_prefix(used);
@@ -314,7 +318,7 @@ std::string ServeRawRequests(absl::string_view bytes, const Router& router,
         if (used == 0) return false;
         continue;
       }
-      if (error) return false;
+      if (error || used == 0) return false;
     }
     return true;
   };

@@ -145,6 +145,16 @@ TEST_F(HttpExchangeTest, HeaderAndUrlLimits) {
   EXPECT_EQ(ServeOne(Request("GET", "/" + std::string(5000, 'u'))).status, 414);
 }
 
+// A body cut short of its Content-Length: the input's end ends the
+// exchange with nothing to answer (a connection would wait for the rest,
+// then time out); this spun forever once (the fuzzer's timeout).
+TEST_F(HttpExchangeTest, ABodyShorterThanItsLengthEndsWithTheInput) {
+  const std::string bytes =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+      "test-key\r\nContent-Length: 3000\r\n\r\n{\"model\": \"demo\"";
+  EXPECT_EQ(ServeRawRequests(bytes, api_.router, limits_), "");
+}
+
 TEST_F(HttpExchangeTest, BodyLimitAnswersBeforeTheBodyArrives) {
   // Content-Length says too much: 413 from the header alone (no body sent).
   ParsedResponse response = ServeOne(
