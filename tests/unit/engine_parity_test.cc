@@ -332,10 +332,8 @@ TEST(EngineParityCoverage, CasesEndingAtEosAreIncluded) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineParityTest,
                          ::testing::ValuesIn(ParityCases()),
                          [](const ::testing::TestParamInfo<ParityCase>& info) {
-                           std::string name =
-                               info.param.checkpoint + "_" + info.param.name;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
+                           return testing::FixtureCaseName(info.param.checkpoint,
+                                                           info.param.name);
                          });
 
 }  // namespace

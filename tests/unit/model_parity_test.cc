@@ -177,10 +177,8 @@ TEST_P(FixtureParityTest, GreedyLogitsAndIdsMatchHuggingFace) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureParityTest,
                          ::testing::ValuesIn(AllCases()),
                          [](const ::testing::TestParamInfo<Case>& info) {
-                           std::string name =
-                               info.param.checkpoint + "_" + info.param.name;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
+                           return testing::FixtureCaseName(info.param.checkpoint,
+                                                           info.param.name);
                          });
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "tests/unit/test_package.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -22,6 +24,13 @@ std::string TestDevice() {
 
 std::string FixturePackageDir(const std::string& checkpoint) {
   return std::string(IBLIP_FIXTURE_PACKAGES_DIR) + "/" + checkpoint;
+}
+
+std::string FixtureCaseName(const std::string& checkpoint,
+                            const std::string& name) {
+  std::string joined = checkpoint + "_" + name;
+  std::replace(joined.begin(), joined.end(), '-', '_');
+  return joined;
 }
 
 NpyArray ReadNpyOrDie(const std::string& path) {

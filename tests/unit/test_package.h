@@ -23,6 +23,9 @@ std::string FixturesDir();
 // tests with cuda.
 std::string TestDevice();
 std::string FixturePackageDir(const std::string& checkpoint);
+// A GTest-safe name for a fixture case ("tiny_llama_eos232_beam3").
+std::string FixtureCaseName(const std::string& checkpoint,
+                            const std::string& name);
 
 // A float32 little-endian C-order .npy file.
 struct NpyArray {
