@@ -379,6 +379,10 @@ void Engine::RunVision(const VisionPiece& piece) {
                 ((piece.layers_end - piece.layers_begin) * images));
     }
   }
+  // The embedding and encoder layers of this piece count towards the batch's
+  // vision-stage time (FinishVisionBatch adds the encoder's end and the
+  // Q-Former); without this the histogram showed the Q-Former alone.
+  vision_compute_ += clock_.Now() - start;
   if (!status.ok() || piece.query) FinishVisionBatch(status);
 }
 

@@ -537,6 +537,22 @@ TEST_F(EngineTest, ProgressSaysWhenWorkWaitsAndSinceWhen) {
   EXPECT_GE(done.last_step_end, submitted);
 }
 
+// The vision-stage histogram holds the whole stage: the encoder's layers
+// (simulated: 6 x 15 ms for one image) and the Q-Former (5 ms), not the
+// Q-Former alone (it did, and hid where time to first token went).
+TEST_F(EngineTest, TheVisionStageHistogramCountsTheEncoderLayers) {
+  Build();
+  Run(MakeRequest(0.33f, 2));
+  ASSERT_TRUE(engine_->WaitIdle(absl::Seconds(30)));
+  double sum = -1;
+  for (const auto& family : metrics_.registry()->Collect()) {
+    if (family.name == "iblip_vision_stage_duration_seconds")
+      sum = family.metric.at(0).histogram.sample_sum;
+  }
+  EXPECT_GE(sum, 0.095);  // layers and Q-Former, and the embedding
+  EXPECT_LT(sum, 0.1);
+}
+
 TEST_F(EngineTest, AFailingImageFailsAloneInItsBatch) {
   Engine::Options options;
   options.vision_max_batch_size = 4;
