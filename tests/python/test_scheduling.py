@@ -32,10 +32,10 @@ LIMIT_S = 1  # limits.max_request_time_s, and the client deadline, of the deadli
 # limit and the other requests' waits by far, even on a loaded machine.
 LONG = dict(max_new_tokens=450, min_new_tokens=450)
 # A beam search whose beams fill scheduler.max_running_sequences of a server
-# started with BUSY_FLAGS, so that any other request waits: 64 rows a step
-# for 450 tokens take ~2.4 s on this 2-core machine under load (engine v2;
-# 16 rows took only 0.5 s), well past LIMIT_S.
-SLOTS = 64
+# started with BUSY_FLAGS, so that any other request waits: 256 rows a step
+# for 450 tokens take 3.8-5.4 s on this 2-core machine when it is idle
+# (engine v2: 64 rows took under a second), well past LIMIT_S.
+SLOTS = 256
 EVERY_SLOT = dict(num_beams=SLOTS, **LONG)
 BUSY_FLAGS = ("--scheduler.max-running-sequences", str(SLOTS),
               "--limits.max-num-beams", str(SLOTS))
