@@ -233,8 +233,11 @@ def test_a_connection_holds_at_most_max_streams_per_connection():
             first_is_streaming = threading.Event()
 
             def timed(client, result):
-                stream = client.generate(IMAGES[0], "describe", max_new_tokens=40,
-                                         min_new_tokens=40, timeout=60)
+                # 400 tokens: long enough (engine v2 makes 40 in ~30 ms on the
+                # tiny model) that the call on the other connection starts
+                # while the first still streams.
+                stream = client.generate(IMAGES[0], "describe", max_new_tokens=400,
+                                         min_new_tokens=400, timeout=60)
                 times = []
                 for _ in stream:
                     times.append(time.monotonic())
