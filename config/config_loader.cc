@@ -113,6 +113,10 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
   if (runtime.preprocess_threads() == 0) {
     return OutOfRange("runtime.preprocess_threads", 0, "must be >= 1");
   }
+  if (runtime.heap_retain_mib() > 2047) {
+    return OutOfRange("runtime.heap_retain_mib", runtime.heap_retain_mib(),
+                      "must be <= 2047");
+  }
 
   LimitsConfig& limits = *config.mutable_limits();
   if (!limits.has_max_request_bytes()) {

@@ -19,6 +19,7 @@
 #include "common/command_line.h"
 #include "config/config_loader.h"
 #include "config/config_options.h"
+#include "server/heap_policy.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
@@ -125,6 +126,12 @@ int main(int argc, char** argv) {
   for (const ConfigOption& option : AllConfigOptions()) {
     spdlog::debug("config {} = {}", option.path,
                   iblip::config::OptionValue(*resolved, option));
+  }
+
+  if (absl::Status heap = iblip::server::RetainFreedHeapMemory(
+          resolved->runtime().heap_retain_mib());
+      !heap.ok()) {
+    return StartupError(heap.ToString());
   }
 
   spdlog::info("loading model package {}", model_dir);
