@@ -27,6 +27,7 @@ import torch
 
 from iblip_model import export_modules, ops, tokenizer_files  # noqa: F401  (ops: loading needs it)
 from iblip_model.hf_config import CheckpointError, load_config
+from iblip_model.modeling.float32_norms import layer_norms_in_float32
 from iblip_model.modeling.fusion import fuse_llama_projections
 from iblip_model.modeling.instructblip import load_pretrained
 
@@ -195,6 +196,9 @@ def _write_modules(checkpoint_dir, staging, dtype):
     _report(f"loaded the weights as {dtype}"
             + (" (Linear layers quantized per output channel as they load)" if dtype == "int8" else ""))
     path = lambda key: os.path.join(staging, MODULE_FILES[key])  # noqa: E731
+    # The eager reference below runs these too: they change speed, not the
+    # model (see float32_norms).
+    layer_norms_in_float32(model)
     _script(export_modules.VisionEncoder(model.vision_model),
             export_modules.VISION_METHODS).save(path("vision_encoder"))
     _report("scripted the vision encoder")
