@@ -86,6 +86,11 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
   bad_port.set_port(70000);
   EXPECT_NE(WithDefaults(bad_port).status().message().find("port"),
             std::string::npos);
+  ServerConfig bad_heap;
+  bad_heap.mutable_runtime()->set_heap_retain_mib(4096);
+  EXPECT_NE(
+      WithDefaults(bad_heap).status().message().find("runtime.heap_retain_mib"),
+      std::string::npos);
   ServerConfig bad_format;
   bad_format.mutable_logging()->set_format("xml");
   EXPECT_NE(WithDefaults(bad_format).status().message().find("logging.format"),
