@@ -225,14 +225,22 @@ void Scheduler::PlanPrefill(StepPlan& plan, absl::Duration& budget,
 void Scheduler::PlanVision(StepPlan& plan, absl::Time now,
                            absl::Duration budget, bool bounded,
                            const StepCosts& costs) {
+  // A prefill chunk already took this step's budget: vision waits a step
+  // rather than stretch the gap between two decode steps further (the
+  // prefill ends soon, so vision does not starve).
+  if (bounded && budget <= absl::ZeroDuration() && !plan.prefills.empty()) {
+    return;
+  }
   if (vision_batch_.empty()) {
     if (VisionDue() > now) return;
-    // While streams decode, a batch is as big as one encoder layer over it
-    // fits the step's budget (one image at least, one until measured): a
-    // layer is the smallest piece of vision work.
+    // While streams decode, a batch is as big as one encoder layer over it,
+    // and its Q-Former pass (which runs whole), fit the step's budget (one
+    // image at least, one until measured): a layer is the smallest piece of
+    // vision work.
     int limit = options_.vision_max_batch_size;
     if (bounded) {
-      const absl::Duration per_image = costs.vision_layer_per_image;
+      const absl::Duration per_image =
+          std::max(costs.vision_layer_per_image, costs.query_per_image);
       limit = per_image > absl::ZeroDuration()
                   ? static_cast<int>(std::clamp<int64_t>(
                         budget / per_image, 1, limit))

@@ -54,6 +54,14 @@ class SchedulerTest : public ::testing::Test {
         groups_.size(), request, kEos, false, 0, metrics_, clock_));
     return groups_.back().get();
   }
+  // A stream that has prefilled and decodes from now on.
+  void StartStream(Scheduler& scheduler) {
+    SequenceGroup* running = Group(2);
+    scheduler.AddToPrefill(running);
+    Done(scheduler.Plan(kT0, {}).prefills[0]);
+    running->Start(FirstLogits(), blocks_);
+    scheduler.StartRunning(running);
+  }
   // Runs a prefill piece's bookkeeping as the engine would.
   void Done(const PrefillPiece& piece) {
     piece.group->PrefillDone(piece.item, piece.end, blocks_);
@@ -99,12 +107,7 @@ TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
   options.decode_interval = absl::Milliseconds(50);
   options.min_prefill_chunk = 4;
   Scheduler scheduler(options, blocks_, 6, false);
-  SequenceGroup* running = Group(2);
-  scheduler.AddToPrefill(running);
-  auto first = scheduler.Plan(kT0, {});
-  Done(first.prefills[0]);
-  running->Start(FirstLogits(), blocks_);
-  scheduler.StartRunning(running);
+  StartStream(scheduler);
 
   SequenceGroup* waiting = Group(200);
   scheduler.AddToPrefill(waiting);
@@ -116,6 +119,43 @@ TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
   ASSERT_EQ(plan.prefills.size(), 1u);
   // 50 ms - 20 ms of decode leaves 30 positions at 1 ms each.
   EXPECT_EQ(plan.prefills[0].end - plan.prefills[0].item.start, 30);
+}
+
+TEST_F(SchedulerTest, VisionWaitsWhileAPrefillChunkTakesTheStepsBudget) {
+  Scheduler::Options options;
+  options.decode_interval = absl::Milliseconds(50);
+  Scheduler scheduler(options, blocks_, 6, false);
+  StartStream(scheduler);
+
+  scheduler.AddToPrefill(Group(200));
+  scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+  StepCosts costs;
+  costs.decode_step = absl::Milliseconds(20);
+  costs.prefill_per_position = absl::Milliseconds(1);
+  costs.vision_layer_per_image = absl::Milliseconds(5);
+  costs.query_per_image = absl::Milliseconds(5);
+  const StepPlan plan = scheduler.Plan(kT0, costs);
+  ASSERT_EQ(plan.prefills.size(), 1u);  // 30 positions: the whole budget
+  EXPECT_TRUE(plan.vision.empty());
+  EXPECT_TRUE(scheduler.vision_batch().empty());
+}
+
+TEST_F(SchedulerTest, WhileStreamsDecodeTheQFormerPassBoundsTheVisionBatch) {
+  Scheduler::Options options;
+  options.decode_interval = absl::Milliseconds(50);
+  options.vision_max_batch_size = 8;
+  Scheduler scheduler(options, blocks_, 6, false);
+  StartStream(scheduler);
+
+  for (int i = 0; i < 6; ++i)
+    scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+  StepCosts costs;
+  costs.decode_step = absl::Milliseconds(20);
+  costs.vision_layer_per_image = absl::Milliseconds(5);  // 6 would fit 30 ms
+  costs.query_per_image = absl::Milliseconds(12);        // 2 fit
+  const StepPlan plan = scheduler.Plan(kT0, costs);
+  EXPECT_TRUE(plan.vision.begin);
+  EXPECT_EQ(scheduler.vision_batch().size(), 2u);
 }
 
 TEST_F(SchedulerTest, PrefillFollowsStrictPriority) {
