@@ -282,8 +282,10 @@ def section(r):
              "32001-row vocabulary, 7.9 B parameters; bf16 safetensors in 1 GB shards)"
              if r["preset"] == "vicuna-7b" else
              f"The `{r['preset']}` preset: a scaled-down rehearsal of the Vicuna-7B check")
+    heading = ("### The Vicuna-7B shapes" if r["preset"] == "vicuna-7b" else
+               f"### KV capacity at 1/16 scale (`{r['preset']}` preset)")
     lines = [
-        LARGE_MODEL_BEGIN, "## Large model: Vicuna-7B architecture on this machine", "",
+        heading, "",
         f"Made by `{r['command']}`. {model}, exported with `--dtype {r['dtype']}`; "
         f"{r['kv_bytes_per_token'] // 1024} KiB of keys and values a token, KV budget "
         f"{r['kv_cache_mib']} MiB ({c['budget_tokens']} tokens). Machine: {machine()}.", "",
@@ -312,8 +314,7 @@ def section(r):
         f"| resident after loading | {r['rss_loaded_gib']:.1f} GiB |",
         f"| resident after the runs (peak) | {r['rss_gib']:.1f} GiB ({r['rss_peak_gib']:.1f} GiB) |",
         f"| single stream: TTFT | {r['single_ttft_ms'] / 1000:.1f} s |",
-        f"| capacity run: until the first sequence ended | {c['seconds']:.0f} s |", "",
-        LARGE_MODEL_END]
+        f"| capacity run: until the first sequence ended | {c['seconds']:.0f} s |"]
     return lines
 
 
@@ -327,14 +328,29 @@ def decode_target(r):
             f"({ratio:.2f}x)")
 
 
+def preset_markers(preset):
+    return f"<!-- large-model:{preset} -->", f"<!-- /large-model:{preset} -->"
+
+
 def write_section(args, r):
-    lines = section(r)
+    """Puts this preset's block in the report's large-model section (made if
+    missing), replacing only an earlier block of the same preset: a medium
+    rehearsal keeps the Vicuna-7B numbers and the other way round."""
+    begin, end = preset_markers(r["preset"])
+    block = "\n".join([begin] + section(r) + [end])
     text = open(args.output).read() if os.path.exists(args.output) else ""
+    inner = "## Large model: Vicuna-7B architecture on this machine\n"
     if LARGE_MODEL_BEGIN in text and LARGE_MODEL_END in text:
-        text = (text[:text.index(LARGE_MODEL_BEGIN)]
-                + text[text.index(LARGE_MODEL_END) + len(LARGE_MODEL_END):].lstrip("\n"))
+        start, stop = text.index(LARGE_MODEL_BEGIN), text.index(LARGE_MODEL_END)
+        inner = text[start + len(LARGE_MODEL_BEGIN):stop]
+        text = text[:start] + text[stop + len(LARGE_MODEL_END):].lstrip("\n")
+    if begin in inner and end in inner:
+        inner = inner[:inner.index(begin)] + block + inner[inner.index(end) + len(end):]
+    else:
+        inner = inner.rstrip("\n") + "\n\n" + block + "\n"
     with open(args.output, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+        f.write(text.rstrip("\n") + "\n\n" + LARGE_MODEL_BEGIN + "\n" + inner.strip("\n")
+                + "\n" + LARGE_MODEL_END + "\n")
 
 
 if __name__ == "__main__":

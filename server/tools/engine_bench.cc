@@ -2,7 +2,7 @@
 //
 //   iblip-engine-bench --model PACKAGE_DIR
 //       [--concurrency 1,4,8,16,32] [--requests-per-level N] [--threads N]
-//       [--images A.jpg,B.jpg,...] [--prompt TEXT]
+//       [--images A.jpg,B.jpg,...] [--prompt TEXT] [--heap-retain-mib N]
 //
 // Workload: synthetic images, prompts of 6-20 tokens, output lengths spread
 // evenly over [--min-tokens, --max-tokens] (min_new_tokens = max_new_tokens,
@@ -31,6 +31,7 @@
 #include "model/runtime/wordpiece_tokenizer.h"
 #include "server/engine/engine.h"
 #include "server/engine/torch_model_runner.h"
+#include "server/heap_policy.h"
 #include "spdlog/spdlog.h"
 
 namespace iblip::server {
@@ -219,6 +220,11 @@ int Main(int argc, char** argv) {
   }
   const std::string prompt = line.Get("prompt").value_or("");
 
+  // As the server does (runtime.heap_retain_mib's default).
+  if (absl::Status heap = RetainFreedHeapMemory(number("heap-retain-mib", 1024));
+      !heap.ok()) {
+    return std::cerr << heap << "\n", 1;
+  }
   auto manifest = model::LoadPackageManifest(*line.Get("model"));
   if (!manifest.ok()) return std::cerr << manifest.status() << "\n", 1;
   auto model = model::InstructBlipModel::Load(*manifest, {"cpu", threads});

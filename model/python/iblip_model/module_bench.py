@@ -7,6 +7,11 @@ shared and noisy: runs alternate, medians are reported).
     python -m iblip_model.module_bench fusion --checkpoint HF_DIR [--dtype bf16]
         the language model with and without fused q/k/v and gate/up
         projections (and the Q-Former with and without fused q/k/v)
+    python -m iblip_model.module_bench stages --checkpoint HF_DIR --package P
+        the vision encoder and the Q-Former as the eager loop runs them
+        (the checkpoint's model in the package's dtype) and as the server
+        does (the package's modules, legacy executor), and the share of the
+        package's vision pass spent in matrix products (the floor both share)
 
 Set IBLIP_PAGED_ATTENTION_LIBRARY=build/model/libiblip_paged_attention.so to
 time the C++ attention kernel the server runs instead of the Python
@@ -157,9 +162,46 @@ def fusion(checkpoint, dtype, runs, prompt, context, batch):
     return results
 
 
+@torch.no_grad()
+def stages(checkpoint, package, runs):
+    from iblip_model.modeling.instructblip import load_pretrained
+
+    with open(os.path.join(package, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    dtype = torch.bfloat16 if manifest["dtype"] == "bf16" else torch.float32
+    model = load_pretrained(checkpoint, dtype).eval()
+    files = {k: os.path.join(package, v) for k, v in manifest["modules"].items()}
+    _set_executor(False)
+    vision, qformer = torch.jit.load(files["vision_encoder"]), torch.jit.load(files["qformer"])
+    size = manifest["image"]["size"]
+    pixels = torch.randn(1, 3, size, size)
+    image_embeds = vision(pixels)
+    ids = torch.randint(1, manifest["qformer_vocab_size"], (1, 12))
+    mask = torch.ones_like(ids)
+    queries = model.query_tokens.expand(1, -1, -1)
+    results = {
+        "vision encoder": side_by_side({
+            "eager": lambda: model.vision_model(pixels.to(dtype)),
+            "package": lambda: vision(pixels)}, runs),
+        "Q-Former + projection": side_by_side({
+            "eager": lambda: model.language_projection(model.qformer(
+                ids, mask, queries, image_embeds.to(dtype))[:, :queries.shape[1]]),
+            "package": lambda: qformer(image_embeds, ids, mask)}, runs),
+    }
+    with torch.profiler.profile() as profile:
+        vision(pixels)
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    products = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "aten::bmm", "aten::mm"))
+    results["package vision pass, profiled"] = {
+        "all ops": total / 1000, "matrix products": products / 1000,
+        "share, %": 100 * products / max(total, 1)}
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["executors", "fusion"])
+    parser.add_argument("what", choices=["executors", "fusion", "stages"])
     parser.add_argument("--package")
     parser.add_argument("--checkpoint")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
@@ -175,11 +217,13 @@ def main():
           f"{args.threads} threads")
     if args.what == "executors":
         results = executors(args.package, args.runs, args.prompt, args.context, args.batch)
+    elif args.what == "stages":
+        results = stages(args.checkpoint, args.package, args.runs)
     else:
         _set_executor(not args.legacy)
         results = fusion(args.checkpoint, args.dtype, args.runs, args.prompt, args.context, args.batch)
     for name, times in results.items():
-        print(f"{name:40s} " + "  ".join(f"{k} {v:8.2f} ms" for k, v in times.items()))
+        print(f"{name:40s} " + "  ".join(f"{k} {v:8.2f}" + ("" if k.endswith("%") else " ms") for k, v in times.items()))
 
 
 if __name__ == "__main__":
