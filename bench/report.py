@@ -1,7 +1,8 @@
 """BENCHMARKS.md from bench/benchmarks.py's results (and an earlier run's as
 "before"): one table per target of issue #21, eager loop against server,
 target, met or missed, and what bounds each remaining gap. Keeps the
-section bench/large_model.py wrote (between the large-model markers).
+analysis written by hand (between the analysis markers) and the section
+bench/large_model.py wrote (between the large-model markers).
 
     /usr/bin/python3 bench/report.py RESULTS.json [--baseline BEFORE.json] [--output FILE]
 re-renders a report without measuring again.
@@ -13,6 +14,7 @@ import platform
 import statistics
 
 LARGE_MODEL_BEGIN, LARGE_MODEL_END = "<!-- large-model -->", "<!-- /large-model -->"
+ANALYSIS_BEGIN, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 MODELS = {"llama": "LLaMA 8x1024 (medium: ViT 12x768, Q-Former 12x768, 32001-row vocabulary)",
           "t5": "Flan-T5-shaped 8+8x1024, gated-GELU, 16 heads (medium-t5: same ViT and "
                 "Q-Former, 32128-row vocabulary)"}
@@ -293,11 +295,14 @@ def load_note(document):
 
 
 def kept_large_model_section(path):
-    """bench/large_model.py's section of the existing report, if any."""
+    """The blocks of the existing report that this script does not make:
+    the analysis written by hand and bench/large_model.py's section."""
     text = open(path).read() if os.path.exists(path) else ""
-    if LARGE_MODEL_BEGIN not in text or LARGE_MODEL_END not in text:
-        return ""
-    return text[text.index(LARGE_MODEL_BEGIN):text.index(LARGE_MODEL_END) + len(LARGE_MODEL_END)]
+    kept = []
+    for begin, end in ((ANALYSIS_BEGIN, ANALYSIS_END), (LARGE_MODEL_BEGIN, LARGE_MODEL_END)):
+        if begin in text and end in text:
+            kept.append(text[text.index(begin):text.index(end) + len(end)])
+    return "\n\n".join(kept)
 
 
 def render(document, baseline, kept=""):

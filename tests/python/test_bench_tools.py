@@ -7,6 +7,7 @@ import copy
 import io
 import os
 import sys
+import types
 
 from PIL import Image
 
@@ -159,7 +160,26 @@ def test_large_model_section_judges_capacity_and_decode():
     paged = "\n".join(large_model.section(large_result(30, 30 * 255, 1.36)))
     assert ">= 28 | **met** |" in paged and "| >= 87% | **met** |" in paged
     assert "missed (0.94x)" in paged
-    assert paged.startswith(report.LARGE_MODEL_BEGIN) and paged.endswith(report.LARGE_MODEL_END)
+    assert paged.startswith("### The Vicuna-7B shapes")
+
+
+def test_each_preset_replaces_only_its_own_block_and_the_report_keeps_them(tmp_path):
+    """A medium rehearsal must not drop the Vicuna-7B numbers (it once did),
+    and bench/run's report keeps both and the analysis written by hand."""
+    path = str(tmp_path / "BENCHMARKS.md")
+    with open(path, "w") as f:
+        f.write("# Benchmarks\n\n" + report.ANALYSIS_BEGIN + "\nby hand\n" + report.ANALYSIS_END + "\n")
+    args = types.SimpleNamespace(output=path)
+    large_model.write_section(args, large_result(4, 4 * 256, 1.45))
+    medium = dict(large_result(30, 30 * 255, 40.0), preset="medium")
+    large_model.write_section(args, medium)
+    large_model.write_section(args, dict(medium, single_decode_tok_s=41.0))
+    text = open(path).read()
+    assert text.count("### The Vicuna-7B shapes") == 1 and "1.45 tok/s" in text
+    assert text.count("(`medium` preset)") == 1 and "41.00 tok/s" in text and "40.00" not in text
+    kept = report.kept_large_model_section(path)
+    assert kept.startswith(report.ANALYSIS_BEGIN) and "by hand" in kept
+    assert kept.endswith(report.LARGE_MODEL_END) and "### The Vicuna-7B shapes" in kept
 
 
 def test_fresh_photos_are_jpegs_of_the_promised_sizes(tmp_path):
