@@ -30,7 +30,7 @@ class ChatBackend {
 struct ApiOptions {
   std::string model_id;
   v1::ModelInfo model_info;  // limits and defaults, for GET /v1/models
-  HistoryMode history = HistoryMode::kLatest;
+  HistoryPolicy history;
   JsonLimits json;
   ChatBackend* backend = nullptr;    // outlives the router
   const ApiKeyAuth* auth = nullptr;  // null: no keys

@@ -125,6 +125,34 @@ absl::StatusOr<T> NumberField(const json& body, const char* name) {
   return value.get<T>();
 }
 
+// The mode the body's "history" field chooses, or the server's.
+absl::StatusOr<HistoryMode> RequestedHistory(const json& body,
+                                             const HistoryPolicy& policy) {
+  if (!body.contains("history") || body["history"].is_null())
+    return policy.mode;
+  const json& value = body["history"];
+  std::optional<HistoryMode> mode;
+  if (value.is_string())
+    mode = HistoryModeFromName(value.get_ref<const std::string&>());
+  if (!mode.has_value())
+    return Invalid("history",
+                   "must be \"latest\" (the last user message only) or "
+                   "\"transcript\" (every earlier turn too), got " +
+                       DescribeJson(value));
+  // Asking for what the server does anyway is honoured either way.
+  if (*mode != policy.mode && !policy.selectable) {
+    return Invalid(
+        "history",
+        absl::StrCat("this server ",
+                     policy.mode == HistoryMode::kLatest
+                         ? "sends only the latest user message"
+                         : "always sends every earlier turn",
+                     " (http.history: ", HistoryModeName(policy.mode),
+                     ", http.history_selectable: false); leave the field out"));
+  }
+  return *mode;
+}
+
 std::string Prompt(const std::vector<Turn>& turns, HistoryMode history) {
   if (history == HistoryMode::kLatest) return turns.back().text;
   std::string prompt;
@@ -141,8 +169,18 @@ std::string Prompt(const std::vector<Turn>& turns, HistoryMode history) {
 
 }  // namespace
 
+const char* HistoryModeName(HistoryMode mode) {
+  return mode == HistoryMode::kTranscript ? "transcript" : "latest";
+}
+
+std::optional<HistoryMode> HistoryModeFromName(absl::string_view name) {
+  if (name == "latest") return HistoryMode::kLatest;
+  if (name == "transcript") return HistoryMode::kTranscript;
+  return std::nullopt;
+}
+
 absl::StatusOr<ChatRequest> ParseChatRequest(std::string body_text,
-                                             HistoryMode history,
+                                             const HistoryPolicy& history,
                                              const JsonLimits& limits) {
   absl::StatusOr<json> parsed = ParseBoundedJson(body_text, limits, "body");
   if (!parsed.ok()) return parsed.status();
@@ -190,7 +228,9 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string body_text,
   } else {
     chat.generate.add_images()->set_sha256(std::move(image.sha256));
   }
-  chat.generate.set_prompt(Prompt(turns, history));
+  absl::StatusOr<HistoryMode> mode = RequestedHistory(body, history);
+  if (!mode.ok()) return mode.status();
+  chat.generate.set_prompt(Prompt(turns, *mode));
 
   v1::GenerationParameters& p = *chat.generate.mutable_parameters();
   if (body.contains("temperature") && !body["temperature"].is_null()) {
@@ -352,11 +392,12 @@ std::string UsageEvent(const std::string& id, int64_t created,
 }
 
 std::string ModelsJson(const std::string& model, int64_t created,
-                       const v1::ModelInfo& info, HistoryMode history) {
+                       const v1::ModelInfo& info,
+                       const HistoryPolicy& history) {
   const v1::Limits& limits = info.limits();
   json card = {
-      {"history",
-       history == HistoryMode::kTranscript ? "transcript" : "latest"},
+      {"history", HistoryModeName(history.mode)},
+      {"history_selectable", history.selectable},
       {"max_new_tokens", limits.max_new_tokens()},
       {"default_max_new_tokens", info.default_parameters().max_new_tokens()},
       {"max_context_tokens", limits.max_context_tokens()},

@@ -5,11 +5,13 @@
 // stream chunks and errors. Pure (no I/O); unit-tested.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "iblip/v1/iblip.pb.h"
 #include "server/engine/generation_request.h"
 #include "server/http/bounded_json.h"
@@ -27,6 +29,18 @@ enum class HistoryMode {
   kTranscript,
 };
 
+// "latest" or "transcript": the names in the config, requests and
+// /v1/models.
+const char* HistoryModeName(HistoryMode mode);
+std::optional<HistoryMode> HistoryModeFromName(absl::string_view name);
+
+// The server's history setting (http.history, http.history_selectable).
+struct HistoryPolicy {
+  HistoryMode mode = HistoryMode::kLatest;  // when a request names none
+  // Whether a request's "history" field may choose the other mode.
+  bool selectable = false;
+};
+
 struct ChatRequest {
   v1::GenerateRequest generate;  // image, prompt, parameters
   bool stream = false;
@@ -38,11 +52,14 @@ struct ChatRequest {
 // part of the conversation (the first user turn's, kept for every later
 // turn); it must be a base64 data: URL, since the server fetches nothing,
 // or "iblip:sha256:<hex>" naming an image sent before (Image.sha256).
+// The prompt follows the body's "history" field ("latest" or "transcript")
+// where `history` is selectable and the value is known, else 400 naming it;
+// without the field, the server's mode.
 // INVALID_ARGUMENT names the JSON field ("messages[1].content[0].image_url")
 // and quotes at most ~200 bytes of the client's value. The body is released
 // as soon as it is parsed (peak memory: about three times its size).
 absl::StatusOr<ChatRequest> ParseChatRequest(std::string body,
-                                             HistoryMode history,
+                                             const HistoryPolicy& history,
                                              const JsonLimits& limits = {});
 
 // What a finished choice reports.
@@ -73,10 +90,11 @@ std::string ErrorEvent(const absl::Status& status);
 inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
 
 // GET /v1/models. The model's entry also carries "iblip": its limits
-// (max_new_tokens, max_context_tokens, ...), the default max_new_tokens and
-// the history mode, so a client can show what will be sent and allowed.
+// (max_new_tokens, max_context_tokens, ...), the default max_new_tokens, the
+// default history mode and whether a request may choose it
+// (history_selectable), so a client can show what will be sent and allowed.
 std::string ModelsJson(const std::string& model, int64_t created,
-                       const v1::ModelInfo& info, HistoryMode history);
+                       const v1::ModelInfo& info, const HistoryPolicy& history);
 
 // The pipeline's messages name iblip.v1 fields ("parameters.top_p: ...");
 // this renames them to the request's OpenAI fields ("top_p: ...").

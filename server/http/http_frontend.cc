@@ -104,8 +104,10 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(
     ApiOptions api;
     api.model_id = deps.model_id;
     api.model_info = deps.pipeline->deps().model_info;
-    api.history = http.history() == "transcript" ? HistoryMode::kTranscript
-                                                 : HistoryMode::kLatest;
+    // The config loader accepted only the two names.
+    api.history.mode =
+        HistoryModeFromName(http.history()).value_or(HistoryMode::kLatest);
+    api.history.selectable = http.history_selectable();
     api.json.max_depth = http.max_json_depth();
     api.json.max_elements = http.max_json_elements();
     api.backend = frontend->backend_.get();

@@ -98,6 +98,10 @@ def chat_bodies(image_bytes):
     yield "multi-turn.json", {"messages": [{"role": "system", "content": "be brief"}, first,
                                            {"role": "assistant", "content": "red"},
                                            {"role": "user", "content": "and the shape?"}]}
+    # The request chooses whether earlier turns go into the prompt.
+    yield "history.json", {"history": "transcript", "messages": [
+        first, {"role": "assistant", "content": "red"},
+        {"role": "user", "content": "and the shape?"}]}
     yield "remote-url.json", {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
     # The image by reference (Image.sha256), as follow-up turns send it.

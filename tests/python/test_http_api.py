@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP endpoint against the protocol: streamed chunks
 concatenate to the non-streamed answer, errors have OpenAI's shape and the
-right HTTP code, requests that once ended the process get 4xx, HEAD,
+right HTTP code, a request's choice of history mode (and its refusal
+where the server fixes it), requests that once ended the process get 4xx, HEAD,
 OPTIONS/CORS, Expect: 100-continue and the favicon, and a client that
 disconnects cancels its generation (streamed or not)."""
 
@@ -74,6 +75,64 @@ def test_multi_turn_and_n_choices(server):
     status, _, text = post(server, body)
     assert status == 200, text
     assert [c["index"] for c in json.loads(text)["choices"]] == [0, 1]
+
+
+def models_card(server):
+    host, port = server.http_address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/v1/models")
+    return json.loads(connection.getresponse().read())["data"][0]["iblip"]
+
+
+def follow_up(history=None):
+    """A two-turn conversation whose last question needs the first."""
+    body = {"messages": [user_message("what is on the table?"),
+                         {"role": "assistant", "content": "a red car"},
+                         user_message("what color is it?", image=False)],
+            "max_tokens": 2}
+    if history is not None:
+        body["history"] = history
+    return body
+
+
+def prompt_tokens(server, body):
+    status, _, text = post(server, body)
+    assert status == 200, text
+    return json.loads(text)["usage"]["prompt_tokens"]
+
+
+def test_a_request_chooses_whether_earlier_turns_are_sent(server):
+    card = models_card(server)
+    assert card["history"] == "latest" and card["history_selectable"] is True
+    # The server counts what it was given: the transcript carries the first
+    # question and answer too, the latest turn only the follow-up.
+    unchosen = prompt_tokens(server, follow_up())
+    latest = prompt_tokens(server, follow_up("latest"))
+    transcript = prompt_tokens(server, follow_up("transcript"))
+    assert unchosen == latest < transcript, (unchosen, latest, transcript)
+    status, _, text = post(server, follow_up("everything"))
+    assert status == 400, text
+    error = json.loads(text)["error"]
+    assert error["param"] == "history" and error["type"] == "invalid_request_error"
+    assert error["message"].startswith('history: must be "latest"'), error
+
+
+def test_a_server_that_fixes_the_history_refuses_the_other_mode():
+    fixed = start_server("--http.enabled", "true", "--http.port", "0",
+                         "--http.history-selectable", "false")
+    try:
+        card = models_card(fixed)
+        assert card["history"] == "latest" and card["history_selectable"] is False
+        status, _, text = post(fixed, follow_up("transcript"))
+        assert status == 400, text
+        error = json.loads(text)["error"]
+        assert error["param"] == "history"
+        assert error["message"].startswith(
+            "history: this server sends only the latest user message"), error
+        # Its own mode, named or not, is served.
+        assert prompt_tokens(fixed, follow_up("latest")) == prompt_tokens(fixed, follow_up())
+    finally:
+        assert stop_server(fixed) == 0, "".join(fixed.log)
 
 
 @pytest.mark.parametrize("body, code, param", [

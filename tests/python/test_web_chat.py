@@ -3,7 +3,8 @@ chromium-driver, driven by Selenium), as a new user would use it: pick an
 image, ask, watch the answer stream in, ask a follow-up; New chat, a new
 image and Stop while an answer streams; two quick sends; the server killed
 mid-answer; a phone-sized window; the image sent once and then by
-reference; an axe-core accessibility check. Saves desktop and phone
+reference; whether earlier turns are sent, chosen per conversation or fixed
+by the server; an axe-core accessibility check. Saves desktop and phone
 screenshots to build/test-artifacts/."""
 
 import base64
@@ -340,12 +341,14 @@ def test_phone_layout_fits_and_follows_the_newest_answer(browser, server, image,
           const log = document.getElementById("log");
           return {width, scrollWidth: document.documentElement.scrollWidth, wide,
                   reset: inView("reset"), question: inView("question"), send: inView("send"),
+                  history: inView("history"),
                   atBottom: log.scrollTop + log.clientHeight >= log.scrollHeight - 2,
                   scrolls: log.scrollHeight > log.clientHeight};""")
         assert layout["width"] == width
         assert layout["scrollWidth"] <= width, layout
         assert layout["wide"] == [], layout
         assert layout["reset"] and layout["question"] and layout["send"], layout
+        assert layout["history"], layout
         assert layout["scrolls"] and layout["atBottom"], layout
         if width == 390:
             assert browser.save_screenshot(os.path.join(ARTIFACTS, "web-chat-phone.png"))
@@ -353,24 +356,109 @@ def test_phone_layout_fits_and_follows_the_newest_answer(browser, server, image,
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-def test_axe_finds_no_critical_or_serious_violations(browser, server, image):
+def history_choice(driver):
+    from selenium.webdriver.support.ui import Select
+    return Select(by_id(driver, "history"))
+
+
+def test_the_page_says_whether_earlier_turns_are_sent_and_sends_the_choice(browser, server,
+                                                                            image):
+    open_page(browser, server.http_address, image)
+    wait_for(browser, lambda d: by_id(d, "context").is_displayed(), "the history setting")
+    context = by_id(browser, "context").text
+    assert "Earlier questions and answers:" in context
+    assert not by_id(browser, "history-fixed").is_displayed()
+    choice = history_choice(browser)
+    assert choice.first_selected_option.get_attribute("value") == "latest"  # the server's
+    assert choice.first_selected_option.text == "not sent (server default)"
+    assert 'ask "what color is the car?", not "what color is it?"' in context
+    send_question(browser, "what is on the table?")
+    finished_answer(browser, 1)
+    # Switched mid-conversation: the next question carries the earlier turn.
+    choice.select_by_value("transcript")
+    note = by_id(browser, "history-note").text
+    assert 'Follow-ups such as "what color is it?" can refer to earlier answers' in note
+    send_question(browser, "what color is it?")
+    finished_answer(browser, 3)
+    first, second = sent(browser)
+    assert first["history"] == "latest" and second["history"] == "transcript"
+    assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
+    # New chat starts from the server's default again.
+    by_id(browser, "reset").click()
+    assert choice.first_selected_option.get_attribute("value") == "latest"
+    assert "stands alone" in by_id(browser, "history-note").text
+    send_question(browser, "what color is it?")
+    finished_answer(browser, 1)
+    assert sent(browser)[2]["history"] == "latest"
+
+
+def test_the_history_control_works_from_the_keyboard(browser, server, image):
+    from selenium.webdriver.common.keys import Keys
+    open_page(browser, server.http_address, image)
+    wait_for(browser, lambda d: by_id(d, "context").is_displayed(), "the history setting")
+    # Tab reaches the control; arrow keys change it without a mouse.
+    reached = []
+    for _ in range(12):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        reached.append(browser.switch_to.active_element.get_attribute("id"))
+        if reached[-1] == "history":
+            break
+    assert reached[-1] == "history", reached
+    browser.switch_to.active_element.send_keys(Keys.ARROW_UP)
+    assert history_choice(browser).first_selected_option.get_attribute("value") == "transcript"
+    assert "can refer to earlier answers" in by_id(browser, "history-note").text
+    # The change is announced (the note is not a live region itself).
+    announced = browser.execute_script("return document.getElementById('announcer').textContent")
+    assert "can refer to earlier answers" in announced
+
+
+def test_a_server_that_fixes_the_history_is_shown_and_sent_nothing(browser, image):
+    fixed = start_server("--http.enabled", "true", "--http.port", "0",
+                         "--http.history", "transcript", "--http.history-selectable", "false")
+    try:
+        open_page(browser, fixed.http_address, image)
+        wait_for(browser, lambda d: by_id(d, "context").is_displayed(), "the history setting")
+        assert not by_id(browser, "history").is_displayed()
+        statement = " ".join(by_id(browser, "context").text.split())
+        assert statement.startswith(
+            "Earlier questions and answers: sent with each question (this server's setting)."
+        ), statement
+        assert "can refer to earlier answers" in by_id(browser, "history-note").text
+        send_question(browser, "what is on the table?")
+        finished_answer(browser, 1)
+        send_question(browser, "what color is it?")
+        finished_answer(browser, 3)
+        requests = sent(browser)
+        assert len(requests) == 2 and all("history" not in r for r in requests), requests
+        assert axe_violations(browser) == []
+    finally:
+        assert stop_server(fixed) == 0, "".join(fixed.log)
+
+
+def axe_violations(driver):
+    """axe-core's critical and serious findings on the page as it is."""
     if not os.path.exists(AXE):
         pytest.fail(f"{AXE} is missing: run scripts/setup (npm ci in tests/web)")
-    open_page(browser, server.http_address, image)
-    send_question(browser, "what is in the picture?")
-    finished_answer(browser, 1)
-    browser.find_element("css selector", "#settings summary").click()
     with open(AXE, encoding="utf-8") as f:
-        browser.execute_script(f.read())
-    result = browser.execute_async_script("""
+        driver.execute_script(f.read())
+    result = driver.execute_async_script("""
       const done = arguments[arguments.length - 1];
       axe.run(document, {resultTypes: ["violations"]}).then(
         (r) => done(r.violations.map((v) => ({id: v.id, impact: v.impact,
                                               nodes: v.nodes.map((n) => n.target)}))),
         (e) => done(String(e)));""")
     assert isinstance(result, list), result
-    bad = [v for v in result if v["impact"] in ("critical", "serious")]
-    assert bad == [], bad
+    return [v for v in result if v["impact"] in ("critical", "serious")]
+
+
+def test_axe_finds_no_critical_or_serious_violations(browser, server, image):
+    open_page(browser, server.http_address, image)
+    send_question(browser, "what is in the picture?")
+    finished_answer(browser, 1)
+    browser.find_element("css selector", "#settings summary").click()
+    # The history choice is on screen, so axe checks it too.
+    assert by_id(browser, "history").is_displayed()
+    assert axe_violations(browser) == []
     # Answers are announced once, when complete, not word by word.
     assert by_id(browser, "log").get_attribute("aria-live") == "off"
     announced = browser.execute_script("return document.getElementById('announcer').textContent")

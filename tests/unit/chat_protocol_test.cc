@@ -10,6 +10,9 @@ namespace {
 
 using nlohmann::json;
 
+// The server's mode, fixed: what a request without "history" gets anywhere.
+const HistoryPolicy kLatestOnly{HistoryMode::kLatest, false};
+
 std::string DataUrl(const std::string& bytes) {
   return "data:image/png;base64," + absl::Base64Escape(bytes);
 }
@@ -36,7 +39,7 @@ TEST(ChatProtocolTest, ParsesImageTextAndParameters) {
                {"stop", "END"},
                {"stream", true},
                {"stream_options", {{"include_usage", true}}}};
-  auto chat = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  auto chat = ParseChatRequest(body.dump(), kLatestOnly);
   ASSERT_TRUE(chat.ok()) << chat.status();
   EXPECT_EQ(chat->generate.images(0).data(), "PNGBYTES");
   EXPECT_EQ(chat->generate.prompt(), "what is it?");
@@ -58,15 +61,99 @@ TEST(ChatProtocolTest, MultiTurnKeepsTheFirstImageAndBuildsThePrompt) {
                    {{"role", "assistant"}, {"content", "red"}},
                    {{"role", "user"}, {"content", "and the shape?"}}};
   json body = {{"messages", messages}};
-  auto latest = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  auto latest = ParseChatRequest(body.dump(), kLatestOnly);
   ASSERT_TRUE(latest.ok()) << latest.status();
   EXPECT_EQ(latest->generate.images(0).data(), "FIRST");
   EXPECT_EQ(latest->generate.prompt(), "and the shape?");
-  auto transcript = ParseChatRequest(body.dump(), HistoryMode::kTranscript);
+  auto transcript =
+      ParseChatRequest(body.dump(), {HistoryMode::kTranscript, false});
   ASSERT_TRUE(transcript.ok());
   EXPECT_EQ(transcript->generate.prompt(),
             "Question: what color? Answer: red Question: and the shape? "
             "Answer:");
+}
+
+json TwoTurns() {
+  return {UserTurn("what is on the table?", DataUrl("IMG")),
+          {{"role", "assistant"}, {"content", "a car"}},
+          {{"role", "user"}, {"content", "what color is it?"}}};
+}
+
+constexpr char kTwoTurnTranscript[] =
+    "Question: what is on the table? Answer: a car Question: what color is "
+    "it? Answer:";
+
+TEST(ChatProtocolTest, ARequestChoosesItsHistoryWhereTheServerAllows) {
+  for (HistoryMode server_mode :
+       {HistoryMode::kLatest, HistoryMode::kTranscript}) {
+    const HistoryPolicy selectable{server_mode, true};
+    auto latest = ParseChatRequest(
+        json{{"messages", TwoTurns()}, {"history", "latest"}}.dump(),
+        selectable);
+    ASSERT_TRUE(latest.ok()) << latest.status();
+    EXPECT_EQ(latest->generate.prompt(), "what color is it?");
+    auto transcript = ParseChatRequest(
+        json{{"messages", TwoTurns()}, {"history", "transcript"}}.dump(),
+        selectable);
+    ASSERT_TRUE(transcript.ok()) << transcript.status();
+    EXPECT_EQ(transcript->generate.prompt(), kTwoTurnTranscript);
+    // No field (or null): the server's mode.
+    for (const json& body :
+         {json{{"messages", TwoTurns()}},
+          json{{"messages", TwoTurns()}, {"history", nullptr}}}) {
+      auto unchosen = ParseChatRequest(body.dump(), selectable);
+      ASSERT_TRUE(unchosen.ok()) << unchosen.status();
+      EXPECT_EQ(unchosen->generate.prompt(), server_mode == HistoryMode::kLatest
+                                                 ? "what color is it?"
+                                                 : kTwoTurnTranscript);
+    }
+  }
+}
+
+void ExpectHistoryRefused(const json& value, const HistoryPolicy& policy,
+                          const std::string& why) {
+  auto chat = ParseChatRequest(
+      json{{"messages", TwoTurns()}, {"history", value}}.dump(), policy);
+  ASSERT_FALSE(chat.ok()) << value.dump();
+  EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chat.status().message().rfind("history: ", 0), 0u)
+      << chat.status().message();
+  EXPECT_NE(chat.status().message().find(why), std::string::npos)
+      << chat.status().message();
+  const json error = json::parse(ErrorJson(chat.status()));
+  EXPECT_EQ(error["error"]["param"], "history");
+}
+
+TEST(ChatProtocolTest, AnUnknownHistoryValueIsRefusedNamingTheField) {
+  for (const json& bad : {json("all"), json("Latest"), json(""), json(1),
+                          json(true), json::array({"latest"})}) {
+    ExpectHistoryRefused(bad, {HistoryMode::kLatest, true},
+                         "must be \"latest\" (the last user message only) or "
+                         "\"transcript\"");
+  }
+}
+
+TEST(ChatProtocolTest, AFixedHistoryRefusesTheOtherModeAndSaysWhy) {
+  ExpectHistoryRefused(
+      "transcript", {HistoryMode::kLatest, false},
+      "this server sends only the latest user message "
+      "(http.history: latest, http.history_selectable: false)");
+  ExpectHistoryRefused("latest", {HistoryMode::kTranscript, false},
+                       "this server always sends every earlier turn "
+                       "(http.history: transcript, http.history_selectable: "
+                       "false)");
+  // Asking for the server's own mode is no conflict.
+  auto same = ParseChatRequest(
+      json{{"messages", TwoTurns()}, {"history", "transcript"}}.dump(),
+      {HistoryMode::kTranscript, false});
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->generate.prompt(), kTwoTurnTranscript);
+}
+
+TEST(ChatProtocolTest, HistoryModeNamesRoundTrip) {
+  for (HistoryMode mode : {HistoryMode::kLatest, HistoryMode::kTranscript})
+    EXPECT_EQ(HistoryModeFromName(HistoryModeName(mode)), mode);
+  EXPECT_FALSE(HistoryModeFromName("LATEST").has_value());
 }
 
 TEST(ChatProtocolTest, AnImageReferenceBecomesImageSha256) {
@@ -74,8 +161,8 @@ TEST(ChatProtocolTest, AnImageReferenceBecomesImageSha256) {
   json messages = {UserTurn("what color?", "iblip:sha256:" + hash),
                    {{"role", "assistant"}, {"content", "red"}},
                    {{"role", "user"}, {"content", "and the shape?"}}};
-  auto chat = ParseChatRequest(json{{"messages", messages}}.dump(),
-                               HistoryMode::kLatest);
+  auto chat =
+      ParseChatRequest(json{{"messages", messages}}.dump(), kLatestOnly);
   ASSERT_TRUE(chat.ok()) << chat.status();
   ASSERT_EQ(chat->generate.images_size(), 1);
   EXPECT_EQ(chat->generate.images(0).sha256(), hash);
@@ -90,7 +177,7 @@ TEST(ChatProtocolTest, AnImageReferenceBecomesImageSha256) {
 }
 
 void ExpectInvalid(const json& body, const std::string& field) {
-  auto chat = ParseChatRequest(body.dump(), HistoryMode::kLatest);
+  auto chat = ParseChatRequest(body.dump(), kLatestOnly);
   ASSERT_FALSE(chat.ok()) << body.dump();
   EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(chat.status().message().rfind(field + ":", 0), 0u)
@@ -99,7 +186,7 @@ void ExpectInvalid(const json& body, const std::string& field) {
 
 TEST(ChatProtocolTest, BadRequestsNameTheField) {
   const json ok_turn = UserTurn("hi", DataUrl("X"));
-  EXPECT_FALSE(ParseChatRequest("not json", HistoryMode::kLatest).ok());
+  EXPECT_FALSE(ParseChatRequest("not json", kLatestOnly).ok());
   ExpectInvalid(json::object(), "messages");
   ExpectInvalid({{"messages", {UserTurn("no image")}}}, "messages");
   ExpectInvalid({{"messages", {UserTurn("hi", "https://example.com/a.png")}}},
@@ -163,12 +250,13 @@ TEST(ChatProtocolTest, ResponsesChunksAndErrorsHaveOpenAisShape) {
   info.mutable_limits()->set_max_context_tokens(2048);
   info.mutable_default_parameters()->set_max_new_tokens(64);
   json models =
-      json::parse(ModelsJson("m", 100, info, HistoryMode::kTranscript));
+      json::parse(ModelsJson("m", 100, info, {HistoryMode::kTranscript, true}));
   EXPECT_EQ(models["data"][0]["id"], "m");
   EXPECT_EQ(models["data"][0]["iblip"]["max_new_tokens"], 512);
   EXPECT_EQ(models["data"][0]["iblip"]["default_max_new_tokens"], 64);
   EXPECT_EQ(models["data"][0]["iblip"]["max_context_tokens"], 2048);
   EXPECT_EQ(models["data"][0]["iblip"]["history"], "transcript");
+  EXPECT_EQ(models["data"][0]["iblip"]["history_selectable"], true);
 
   const std::string event =
       ChunkEvent("chatcmpl-1", 100, "m", 0, true, "re", FinishReason::kNone);
