@@ -21,13 +21,19 @@ import torch
 from PIL import Image
 
 from iblip_model import checkpoint, hf_config, random_checkpoint
-from iblip_model.demo import shapes
+from iblip_model.demo import probes, shapes
 from iblip_model.modeling.instructblip import InstructBlipForConditionalGeneration
+from iblip_model.modeling.qformer import InstructBlipQFormerMultiHeadAttention
+from iblip_model.modeling.vision import InstructBlipAttention
 
-IMAGE_SIZE = 64
+# 96 px in 8 px patches (a 12 x 12 grid): the smallest shape (1/10 of the
+# short side of a 500 x 400 image, 2:1) is still ~11 x 7 pixels.
+IMAGE_SIZE = 96
+PATCH = 8
+GRID = IMAGE_SIZE // PATCH
 SPEC = dict(
     family="llama", queries=16, spm_pieces=400, eos_token_id=2,
-    vision=dict(image_size=IMAGE_SIZE, patch_size=8, hidden_size=128, intermediate_size=256,
+    vision=dict(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=128, intermediate_size=256,
                 num_hidden_layers=3, num_attention_heads=4),
     qformer=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  cross_attention_frequency=1, max_position_embeddings=64),
@@ -36,16 +42,19 @@ SPEC = dict(
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 BOS = EOS = 2  # InstructBLIP-Vicuna layout: prompts start with </s>, answers end with it
-EVAL_SEED = 424242  # the trainer's own evaluation; never used for training
-# Positions and captions (which shape comes first) are the hardest: ask them
-# more often.
-TYPE_WEIGHTS = [1, 1, 1, 2, 2]
+# The trainer's own evaluation (its generator, this seed): never a training
+# seed (those are seed * 1000 + rank), and not the held-out test's.
+EVAL_SEED = 424242
+# Position questions have seven templates, captions the longest answers.
+TYPE_WEIGHTS = [1, 1, 1, 3, 1.5]
 
 
-def pixel_values(encoded):
-    """What the processor (and our C++ server) makes of the encoded image."""
-    image = Image.open(io.BytesIO(encoded)).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE),
-                                                                   Image.BICUBIC)
+def pixel_values(image):
+    """What the processor (and our C++ server) makes of an image (encoded
+    bytes or a PIL image)."""
+    if isinstance(image, bytes):
+        image = Image.open(io.BytesIO(image))
+    image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
     x = (np.asarray(image).astype(np.float64) * (1 / 255)).astype(np.float32)
     return torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1).copy())
 
@@ -100,11 +109,11 @@ def build_checkpoint_files(output_dir, seed):
 
 
 class Batcher:
-    """Training batches of fresh scenes: every image is rendered for the step
+    """Training batches of fresh scenes: every image is drawn for the step
     that uses it, so the model never sees one twice and cannot memorize
-    answers (with a fixed pool of 24,000 scenes it did: position accuracy
-    on held-out scenes stayed 65% while the training loss said 90%; a
-    500-step probe on fresh scenes reached 78%)."""
+    answers (with a fixed pool of 24,000 scenes it did). Images are drawn
+    at the model's input size, squashed as the processor squashes them,
+    sometimes JPEG-compressed."""
 
     def __init__(self, output_dir, seed):
         self.rng = random.Random(seed)
@@ -115,27 +124,43 @@ class Batcher:
     def prompt_ids(self, instruction):
         return [BOS] + self.lm.encode(instruction)
 
+    def image(self, scene):
+        image = shapes.render(scene, self.rng, size=(IMAGE_SIZE, IMAGE_SIZE), encode=False)
+        if self.rng.random() < 0.2:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=self.rng.randint(60, 95))
+            image = Image.open(buffer)
+        return pixel_values(image)
+
+    def question(self, scene):
+        while True:
+            kind = self.rng.choices(shapes.TYPES, weights=TYPE_WEIGHTS)[0]
+            asked = shapes.question(scene, self.rng, kind)
+            if asked is not None:
+                return asked
+
     def batch(self, scenes, questions_per_scene):
         """`scenes` new images, each asked `questions_per_scene` questions (the
         vision encoder runs once per image, as the server's cache does), and
-        what is in each quarter of each image and where the shape each
-        question names is (for the auxiliary losses)."""
+        the auxiliary labels (probes.py)."""
         drawn = [shapes.random_scene(self.rng) for _ in range(scenes)]
-        pixels = torch.stack([pixel_values(shapes.render(scene, self.rng)) for scene in drawn])
-        quarters = torch.stack([quarter_labels(scene) for scene in drawn])
-        qformer, inputs, targets, named = [], [], [], []
+        pixels = torch.stack([self.image(scene) for scene in drawn])
+        patches = [probes.patch_labels(scene, GRID) for scene in drawn]
+        patches = tuple(torch.stack(part) for part in zip(*patches))
+        labels = probes.SceneLabels()
+        qformer, inputs, targets = [], [], []
         for scene in drawn:
+            slots = labels.add_image(scene)
             for _ in range(questions_per_scene):
-                kind = self.rng.choices(shapes.TYPES, weights=TYPE_WEIGHTS)[0]
-                _, instruction, answer = shapes.question(scene, self.rng, kind)
+                _, instruction, answer, named = self.question(scene)
                 prompt = self.prompt_ids(instruction)
                 answer_ids = self.lm.encode(answer) + [EOS]
                 qformer.append(self.qformer.encode(instruction))
                 inputs.append(prompt + answer_ids[:-1])
                 targets.append([-100] * (len(prompt) - 1) + answer_ids)
-                named.append(named_labels(scene, instruction))
-        return (pixels, pad(qformer, 0), pad(inputs, 0), pad(targets, -100)[0], quarters,
-                torch.stack(named))
+                labels.add_question(scene, slots, named)
+        return (pixels, pad(qformer, 0), pad(inputs, 0), pad(targets, -100)[0], patches,
+                labels.tensors(questions_per_scene))
 
 
 def pad(rows, value):
@@ -148,113 +173,68 @@ def pad(rows, value):
     return ids, mask
 
 
-def quarter_labels(scene):
-    """[4, 2]: (shape index or 4 = empty, color index or 6 = empty) per
-    quarter, in reading order."""
-    labels = torch.tensor([[len(shapes.SHAPES), len(shapes.COLORS)]] * 4)
-    for obj in scene:
-        labels[obj["quarter"]] = torch.tensor(
-            [shapes.SHAPES.index(obj["shape"]), list(shapes.COLORS).index(obj["color"])])
-    return labels
+class ImageOnceCrossAttention(InstructBlipQFormerMultiHeadAttention):
+    """The Q-Former's cross-attention, the same weights and result, for
+    training batches that ask several questions per image: the image's
+    keys and values are projected once per image, not once per question
+    (a quarter of a step's time at 4 questions per image)."""
+
+    def forward(self, hidden, key_value, mask):
+        repeats = hidden.shape[0] // key_value.shape[0]
+        q = self._split(self.query(hidden))
+        k = self._split(self.key(key_value)).repeat_interleave(repeats, 0)
+        v = self._split(self.value(key_value)).repeat_interleave(repeats, 0)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1)
+        self.probs = probs  # for probes.attention_loss
+        context = torch.matmul(probs, v).permute(0, 2, 1, 3)
+        return context.reshape(hidden.shape[0], hidden.shape[1], -1)
 
 
-def named_labels(scene, instruction):
-    """[2]: (quarter or 4 = absent, color index or 6 = absent) of the shape
-    the instruction names; -100 (ignored) when it names none."""
-    shape = next((s for s in shapes.SHAPES if s in instruction), None)
-    if shape is None:
-        return torch.tensor([-100, -100])
-    obj = next((o for o in scene if o["shape"] == shape), None)
-    if obj is None:
-        return torch.tensor([4, len(shapes.COLORS)])
-    return torch.tensor([obj["quarter"], list(shapes.COLORS).index(obj["color"])])
+class RecordingAttention(InstructBlipAttention):
+    """The ViT's self-attention, the same result, keeping its attention
+    probabilities for probes.grouping_loss."""
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        probs = torch.softmax(torch.matmul(qkv[0], qkv[1].transpose(-1, -2)) * self.scale, dim=-1)
+        self.probs = probs
+        context = torch.matmul(probs, qkv[2]).permute(0, 2, 1, 3).reshape(b, n, c)
+        return self.projection(context)
 
 
-class PatchProbe(torch.nn.Module):
-    """Training-only auxiliary heads (not exported): from every patch token
-    of the ViT's output, predict the shape and color in the patch's image
-    quarter, and which quarter the patch is in. Direct, dense supervision
-    teaches the ViT what is where far faster than the answers' gradient
-    alone, which must first pass the LM and the Q-Former; and it keeps each
-    patch's position readable, which position and caption answers need (a
-    probe on quarter means instead left single-shape position answers near
-    chance)."""
-
-    def __init__(self, hidden, grid):
-        super().__init__()
-        self.shape = torch.nn.Linear(hidden, len(shapes.SHAPES) + 1)
-        self.color = torch.nn.Linear(hidden, len(shapes.COLORS) + 1)
-        self.quarter = torch.nn.Linear(hidden, 4)
-        cells = torch.arange(grid * grid)
-        # The quarter (reading order) of each patch of the grid x grid image.
-        self.register_buffer("patch_quarter", (cells // grid) // (grid // 2) * 2
-                             + (cells % grid) // (grid // 2), persistent=False)
-
-    def forward(self, image_embeds, labels):
-        patches = image_embeds[:, 1:]
-        per_patch = labels[:, self.patch_quarter]  # [b, patches, 2]
-        ce = torch.nn.functional.cross_entropy
-        return (ce(self.shape(patches).flatten(0, 1), per_patch[..., 0].flatten())
-                + ce(self.color(patches).flatten(0, 1), per_patch[..., 1].flatten())
-                + ce(self.quarter(patches).flatten(0, 1),
-                     self.patch_quarter.repeat(patches.shape[0])))
+GROUPING_LAYERS = (0, 1)  # head 0 of each is taught to pool a shape's patches
 
 
-class SlotProbe(torch.nn.Module):
-    """Training-only auxiliary heads (not exported): Q-Former query i (i < 4)
-    predicts the shape and color in image quarter i, whatever the
-    instruction. The soft prompt then starts with an ordered, bound
-    description of the scene, so the LM's part of color, presence and
-    caption answers becomes a lookup (a 600-step probe: mean held-out
-    accuracy 60% without, 70% with)."""
-
-    def __init__(self, hidden):
-        super().__init__()
-        self.shape = torch.nn.Linear(hidden, len(shapes.SHAPES) + 1)
-        self.color = torch.nn.Linear(hidden, len(shapes.COLORS) + 1)
-
-    def forward(self, query_outputs, labels):
-        slots = query_outputs[:, :4]
-        ce = torch.nn.functional.cross_entropy
-        return (ce(self.shape(slots).flatten(0, 1), labels[..., 0].flatten())
-                + ce(self.color(slots).flatten(0, 1), labels[..., 1].flatten()))
+def prepare_for_training(model):
+    """Swaps in training versions of some attention modules (same weights,
+    same results; see ImageOnceCrossAttention, RecordingAttention)."""
+    for layer in model.qformer.encoder.layer:
+        if layer.has_cross_attention:
+            layer.crossattention.attention.__class__ = ImageOnceCrossAttention
+    for index in GROUPING_LAYERS:
+        model.vision_model.encoder.layers[index].self_attn.__class__ = RecordingAttention
 
 
-class NamedProbe(torch.nn.Module):
-    """Training-only auxiliary heads (not exported): Q-Former query 4 (the
-    first after the slots) predicts where the shape the instruction names
-    is (a quarter, or absent) and its color. This is the instruction-aware
-    lookup that presence, color and position answers need, supervised
-    directly: from the answers' gradient alone, balanced presence questions
-    stayed at chance for 2,100 steps, the model matching the asked shape
-    against the scene last of all."""
-
-    QUERY = 4
-
-    def __init__(self, hidden):
-        super().__init__()
-        self.quarter = torch.nn.Linear(hidden, 5)
-        self.color = torch.nn.Linear(hidden, len(shapes.COLORS) + 1)
-
-    def forward(self, query_outputs, labels):
-        query = query_outputs[:, self.QUERY]
-        ce = torch.nn.functional.cross_entropy
-        return (ce(self.quarter(query), labels[:, 0], ignore_index=-100)
-                + ce(self.color(query), labels[:, 1], ignore_index=-100))
-
-
-def loss_of(model, pixels, qformer, inputs, targets, quarters=None, named=None, probe=None,
-            slots=None, named_probe=None):
+def loss_of(model, pixels, qformer, inputs, targets, patches=None, labels=None, patch_probe=None,
+            query_probe=None):
+    """The answers' loss plus the probes' (probes.py), and each part."""
     vision = model.vision_model(pixels)
-    aux = probe(vision, quarters) if probe is not None else 0.0
-    questions_per_image = qformer[0].shape[0] // pixels.shape[0]
-    image_embeds = vision.repeat_interleave(questions_per_image, 0)
-    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    hidden = model.qformer(qformer[0], qformer[1], queries, image_embeds)
-    if slots is not None:
-        aux = aux + slots(hidden, quarters.repeat_interleave(questions_per_image, 0))
-    if named_probe is not None:
-        aux = aux + named_probe(hidden, named)
+    parts = {}
+    if patch_probe is not None:
+        parts.update(patch_probe(vision, patches))
+        parts["grouping"] = sum(
+            probes.grouping_loss(model.vision_model.encoder.layers[i].self_attn.probs[:, 0], patches)
+            for i in GROUPING_LAYERS)
+    queries = model.query_tokens.expand(qformer[0].shape[0], -1, -1)
+    hidden = model.qformer(qformer[0], qformer[1], queries, vision)  # see ImageOnceCrossAttention
+    if query_probe is not None:
+        parts.update(query_probe(hidden, labels))
+        first = model.qformer.encoder.layer[0].crossattention.attention
+        parts["attention"] = probes.attention_loss(first.probs, patches, labels[-1])
     soft = model.language_projection(hidden[:, : model.config.num_query_tokens])
     embeds = torch.cat([soft, model.embed(inputs[0])], dim=1)
     queries = soft.shape[1]
@@ -262,8 +242,9 @@ def loss_of(model, pixels, qformer, inputs, targets, quarters=None, named=None, 
     positions = torch.arange(mask.shape[1])[None].expand(mask.shape[0], -1)
     hidden, _, _ = model.language_model.forward_cached(embeds, mask, positions, None, None)
     logits = model.language_model.logits(hidden[:, queries:])
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                             ignore_index=-100) + aux
+    parts["answer"] = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    return sum(parts.values()), parts
 
 
 def build_model(config, seed):
@@ -308,19 +289,17 @@ def sincos_grid(side, dim):
 
 @torch.no_grad()
 def evaluate(model, batcher, count, seed=EVAL_SEED):
-    """Greedy exact-match accuracy per question type on unseen scenes."""
+    """Greedy exact-match accuracy per question type on unseen scenes,
+    drawn at their own size and encoded, as a client sends them."""
     from iblip_model.modeling.instructblip import greedy_generate
-    rng = random.Random(seed)
     right, total = {}, {}
-    for _ in range(count):
-        scene = shapes.random_scene(rng)
-        kind, instruction, answer = shapes.question(scene, rng)
-        pixels = pixel_values(shapes.render(scene, rng))[None]
+    for image, kind, instruction, answer in shapes.examples(seed, count):
+        pixels = pixel_values(image)[None]
         prompt = torch.tensor([batcher.prompt_ids(instruction)])
         qids = torch.tensor([batcher.qformer.encode(instruction)])
         tokens, _ = greedy_generate(model, pixels, prompt, torch.ones_like(prompt), qids,
                                     torch.ones_like(qids), 24, [EOS])
-        text = batcher.lm.decode([t for t in tokens[0] if t != EOS])
+        text = batcher.lm.decode([t for t in tokens[0] if t != EOS and t < batcher.lm.GetPieceSize()])
         total[kind] = total.get(kind, 0) + 1
         right[kind] = right.get(kind, 0) + (text.strip() == answer)
     return {k: right[k] / total[k] for k in sorted(total)}
@@ -339,23 +318,25 @@ def train_worker(rank, args, port):
     start = time.monotonic()
     config = hf_config.load_config(args.output)
     model = build_model(config, args.seed)  # identical on every rank
+    prepare_for_training(model)
     batcher = Batcher(args.output, args.seed * 1000 + rank)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.workers} "
         "workers", flush=True)
-    vision = SPEC["vision"]
-    probe = PatchProbe(vision["hidden_size"], vision["image_size"] // vision["patch_size"])
-    slots = SlotProbe(SPEC["qformer"]["hidden_size"])
-    named = NamedProbe(SPEC["qformer"]["hidden_size"])
-    parameters = [p for m in (model, probe, slots, named) for p in m.parameters()]
+    patch_probe = probes.PatchProbe(SPEC["vision"]["hidden_size"], GRID)
+    query_probe = probes.QueryProbe(SPEC["qformer"]["hidden_size"])
+    parameters = [p for m in (model, patch_probe, query_probe) for p in m.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     warmup = 200
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))))
     model.train()
+    recent = {}
     for step in range(args.steps):
-        loss = loss_of(model, *batcher.batch(args.scenes_per_batch, args.questions_per_scene),
-                       probe=probe, slots=slots, named_probe=named)
+        loss, parts = loss_of(model, *batcher.batch(args.scenes_per_batch, args.questions_per_scene),
+                              patch_probe=patch_probe, query_probe=query_probe)
+        for name, value in parts.items():
+            recent[name] = recent.get(name, 0.0) + value.item()
         optimizer.zero_grad()
         loss.backward()
         if distributed:
@@ -370,18 +351,27 @@ def train_worker(rank, args, port):
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
-        if step % 250 == 0 or step == args.steps - 1:
-            log(f"step {step} loss {loss.item():.4f} ({time.monotonic() - start:.0f} s)", flush=True)
+        if step % 100 == 99 or step == args.steps - 1:
+            log(f"step {step} loss {loss.item():.3f} ({time.monotonic() - start:.0f} s wall, "
+                f"{time.process_time():.0f} s CPU); last steps' mean: "
+                + " ".join(f"{k} {v / (step % 100 + 1):.3f}" for k, v in recent.items()), flush=True)
+            recent = {}
         if rank == 0 and args.eval_every and step % args.eval_every == args.eval_every - 1:
             model.eval()
-            log("  held-out accuracy:", evaluate(model, batcher, 100), flush=True)
+            log("  accuracy on the trainer's evaluation set:", evaluate(model, batcher, 100), flush=True)
             model.train()
     if rank == 0:
         model.eval()
         checkpoint.save_state_dict(
             args.output, {k: v.detach().clone() for k, v in model.state_dict().items()}, "bin")
-        log(f"trained in {time.monotonic() - start:.0f} s", flush=True)
-        log("held-out accuracy:", evaluate(model, batcher, 300), flush=True)
+        if args.probes_out:
+            torch.save({"patch": patch_probe.state_dict(), "query": query_probe.state_dict()},
+                       args.probes_out)
+        log(f"trained in {time.monotonic() - start:.0f} s wall, {time.process_time():.0f} s CPU "
+            "(this process)", flush=True)
+        if args.eval_count:
+            log("accuracy on the trainer's evaluation set:", evaluate(model, batcher, args.eval_count),
+                flush=True)
     if distributed:
         torch.distributed.destroy_process_group()
 
@@ -396,6 +386,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eval-every", type=int, default=0, help="steps between quick evaluations")
+    parser.add_argument("--eval-count", type=int, default=300, help="questions in the final evaluation")
+    parser.add_argument("--probes-out", help="also save the training-only probes here (for analysis)")
     args = parser.parse_args()
     build_checkpoint_files(args.output, args.seed)
     if args.workers == 1:
