@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <vector>
+
 namespace iblip::server {
 namespace {
 
@@ -54,6 +57,15 @@ class SchedulerTest : public ::testing::Test {
         groups_.size(), request, kEos, false, 0, metrics_, clock_));
     return groups_.back().get();
   }
+  // A scheduler (the fixture keeps it) whose decode interval is 50 ms, with
+  // one stream decoding.
+  Scheduler& WithAStream(Scheduler::Options options) {
+    options.decode_interval = absl::Milliseconds(50);
+    schedulers_.push_back(
+        std::make_unique<Scheduler>(options, blocks_, 6, false));
+    StartStream(*schedulers_.back());
+    return *schedulers_.back();
+  }
   // A stream that has prefilled and decodes from now on.
   void StartStream(Scheduler& scheduler) {
     SequenceGroup* running = Group(2);
@@ -71,6 +83,7 @@ class SchedulerTest : public ::testing::Test {
   Metrics metrics_;
   KvBlockManager blocks_{64, 4};
   std::vector<std::unique_ptr<SequenceGroup>> groups_;
+  std::vector<std::unique_ptr<Scheduler>> schedulers_;  // before the groups go
 };
 
 TEST_F(SchedulerTest, AVisionBatchWaitsForTheDelayUnlessFull) {
@@ -104,10 +117,8 @@ TEST_F(SchedulerTest, WithNothingDecodingAPromptPrefillsWhole) {
 
 TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
   Scheduler::Options options;
-  options.decode_interval = absl::Milliseconds(50);
   options.min_prefill_chunk = 4;
-  Scheduler scheduler(options, blocks_, 6, false);
-  StartStream(scheduler);
+  Scheduler& scheduler = WithAStream(options);
 
   SequenceGroup* waiting = Group(200);
   scheduler.AddToPrefill(waiting);
@@ -122,10 +133,7 @@ TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
 }
 
 TEST_F(SchedulerTest, VisionWaitsWhileAPrefillChunkTakesTheStepsBudget) {
-  Scheduler::Options options;
-  options.decode_interval = absl::Milliseconds(50);
-  Scheduler scheduler(options, blocks_, 6, false);
-  StartStream(scheduler);
+  Scheduler& scheduler = WithAStream({});
 
   scheduler.AddToPrefill(Group(200));
   scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
@@ -142,10 +150,8 @@ TEST_F(SchedulerTest, VisionWaitsWhileAPrefillChunkTakesTheStepsBudget) {
 
 TEST_F(SchedulerTest, WhileStreamsDecodeTheQFormerPassBoundsTheVisionBatch) {
   Scheduler::Options options;
-  options.decode_interval = absl::Milliseconds(50);
   options.vision_max_batch_size = 8;
-  Scheduler scheduler(options, blocks_, 6, false);
-  StartStream(scheduler);
+  Scheduler& scheduler = WithAStream(options);
 
   for (int i = 0; i < 6; ++i)
     scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
