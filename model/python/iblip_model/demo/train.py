@@ -5,7 +5,7 @@ a real checkpoint. Deterministic for a seed, step count and worker count
 (CPU: two data-parallel processes of one thread each).
 
     PYTHONPATH=model/python /usr/bin/python3 -m iblip_model.demo.train \
-        --output model/demo-checkpoint [--steps 2800] [--seed 0]
+        --output model/demo-checkpoint [--steps 3600] [--seed 0]
 """
 
 import argparse
@@ -379,7 +379,7 @@ def train_worker(rank, args, port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
-    parser.add_argument("--steps", type=int, default=2800)
+    parser.add_argument("--steps", type=int, default=3600)
     parser.add_argument("--workers", type=int, default=2, help="data-parallel processes")
     parser.add_argument("--scenes-per-batch", type=int, default=24, help="per worker")
     parser.add_argument("--questions-per-scene", type=int, default=4)
