@@ -187,6 +187,21 @@ def server_runs(package, workloads, args, poisson=True):
     return result
 
 
+def read_bandwidth():
+    """GB/s of a read-only pass (a sum) over a 1 GiB array, best of 5, on
+    THREADS threads: a decode step only reads its weights, so this, not the
+    copy's read + write figure, is the floor's bandwidth."""
+    import torch
+    torch.set_num_threads(THREADS)
+    a = torch.ones(256 << 20)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        a.sum()
+        best = max(best, a.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def copy_bandwidth():
     """GB/s of a STREAM-style copy (bytes read + written) over 1 GiB arrays,
     best of 5, on THREADS threads."""
@@ -260,7 +275,7 @@ def main():
                 "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
                 "settings": {k: v for k, v in vars(args).items()
                              if k not in ("baseline", "json_out", "output")},
-                "copy_bandwidth_gb_s": [], "results": results}
+                "copy_bandwidth_gb_s": [], "read_bandwidth_gb_s": [], "results": results}
 
     def save():  # after every piece, so that a failure later loses nothing
         document["minutes"] = (time.monotonic() - started) / 60
@@ -281,6 +296,7 @@ def main():
                     server_runs(package, workloads, args, poisson=family == "llama"))
                 save()
         document["copy_bandwidth_gb_s"].append(copy_bandwidth())
+        document["read_bandwidth_gb_s"].append(read_bandwidth())
         save()
     baseline = json.load(open(args.baseline)) if args.baseline else None
     write_report(document, baseline, args.output)

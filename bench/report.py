@@ -162,12 +162,23 @@ def ttft_bounds(cell, dtype):
 
 
 def decode_bounds(cell, dtype, bandwidth):
+    """bandwidth: (GB/s, what was measured)."""
     weights = cell["decode_weight_bytes"]
-    floor = weights / (bandwidth * 1e9) * 1000
+    gb_s, measured = bandwidth
+    floor = weights / (gb_s * 1e9) * 1000
     server = median(server_values(cell, "decode_step_ms"))
-    return (f"- {dtype}: a step reads {weights / 1e6:.0f} MB of weights; at the copy bandwidth "
-            f"({bandwidth:.1f} GB/s) that takes {floor:.1f} ms, the floor of a batch-1 step; the "
+    return (f"- {dtype}: a step reads {weights / 1e6:.0f} MB of weights; at the {measured} "
+            f"({gb_s:.1f} GB/s) that takes {floor:.1f} ms, the floor of a batch-1 step; the "
             f"server's step is {server:.1f} ms ({100 * floor / server:.0f}% of that speed).")
+
+
+def floor_bandwidth(document):
+    """The read bandwidth; documents from before it was measured have only
+    the copy's, which counts the bytes written too and so overstates the
+    speed at which a decode step can read its weights."""
+    if document.get("read_bandwidth_gb_s"):
+        return median(document["read_bandwidth_gb_s"]), "read bandwidth"
+    return median(document["copy_bandwidth_gb_s"]), "copy bandwidth (read + written)"
 
 
 def throughput_bounds(cell, dtype):
@@ -221,7 +232,7 @@ def poisson_bounds(cell, dtype):
 
 def family_sections(document, baseline, family, number):
     results, settings = document["results"], document["settings"]
-    bandwidth = median(document["copy_bandwidth_gb_s"])
+    bandwidth = floor_bandwidth(document)
     cells = results[family]
     sections = []
     for i, target in enumerate(TARGETS):
