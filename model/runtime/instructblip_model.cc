@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/device.h"
+#include "model/runtime/linear_op.h"
 #include "model/runtime/paged_attention_op.h"
 
 namespace iblip::model {
@@ -267,6 +268,7 @@ uint64_t InstructBlipModel::kv_bytes_per_position() const {
 absl::StatusOr<std::unique_ptr<InstructBlipModel>> InstructBlipModel::Load(
     const PackageManifest& manifest, const RuntimeOptions& options) {
   RegisterPagedAttention();
+  RegisterLinear();
   // The legacy graph executor: the default profiling one ran the frozen
   // vision encoder 2-3x slower here (medium model, bf16: 284-380 ms per
   // image against 109-125 ms), re-profiling as batch shapes change.

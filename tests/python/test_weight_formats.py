@@ -4,18 +4,21 @@ running those packages gives the ids the same TorchScript modules give."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from server_harness import start_server, stop_server
+from server_harness import BUILD_DIR, start_server, stop_server
 from iblip_model.export import export
 from iblip_model.format_quality import against_fixtures
 from iblip_model.package_runner import PackageRunner
 
 FIXTURES = os.environ.get("IBLIP_FIXTURES_DIR",
                           os.path.join(os.path.dirname(__file__), "..", "fixtures"))
+CUSTOM_OPS_LIBRARY = os.path.join(BUILD_DIR, "model", "libiblip_custom_ops.so")
 CHECKPOINTS = ["tiny-llama", "tiny-t5"]
 FORMATS = ["bf16", "int8"]
 # Measured at export time of this test (greedy agreement over 120 teacher-
@@ -68,6 +71,32 @@ def test_formats_shrink_the_modules(packages, checkpoint):
     assert fp32 - package_bytes(packages[checkpoint, "int8"]) > 0.6 * linear_bytes
 
 
+def greedy_ids(package, case_dir, steps):
+    """The package's greedy ids for a fixture case, from Python."""
+    with open(os.path.join(case_dir, "reference.json"), encoding="utf-8") as f:
+        reference = json.load(f)
+    runner = PackageRunner(package)
+    pixels = torch.from_numpy(np.load(os.path.join(case_dir, "pixel_values.npy")))
+    soft = runner.soft_prompt(pixels, torch.tensor(reference["qformer_input_ids"]),
+                              torch.tensor(reference["qformer_attention_mask"]))
+    eos = runner.manifest["generation"]["eos_token_ids"]
+    return runner.generate(soft, torch.tensor(reference["input_ids"]), steps, eos[0])[0]
+
+
+def greedy_ids_with_the_servers_operators(package, case_dir, steps):
+    """greedy_ids in a child process that loads the C++ operators the server
+    runs (iblip::linear's bf16 kernel rounds differently from aten's)."""
+    environment = dict(os.environ, IBLIP_CUSTOM_OPS_LIBRARY=CUSTOM_OPS_LIBRARY,
+                       PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    child = subprocess.run(
+        [sys.executable, "-c", "import json, sys, test_weight_formats as t; "
+         "from iblip_model import ops; assert ops.native_kernel_loaded(); "
+         "print(json.dumps(t.greedy_ids(*sys.argv[1:3], int(sys.argv[3]))))",
+         package, case_dir, str(steps)],
+        env=environment, capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(child.stdout.splitlines()[-1])
+
+
 @pytest.mark.parametrize("dtype", FORMATS)
 def test_server_runs_the_format_like_the_torchscript_modules(packages, dtype):
     from iblip_client import Client
@@ -75,12 +104,7 @@ def test_server_runs_the_format_like_the_torchscript_modules(packages, dtype):
     with open(os.path.join(case_dir, "reference.json"), encoding="utf-8") as f:
         reference = json.load(f)
     package = packages["tiny-llama", dtype]
-    runner = PackageRunner(package)
-    pixels = torch.from_numpy(np.load(os.path.join(case_dir, "pixel_values.npy")))
-    soft = runner.soft_prompt(pixels, torch.tensor(reference["qformer_input_ids"]),
-                              torch.tensor(reference["qformer_attention_mask"]))
-    eos = runner.manifest["generation"]["eos_token_ids"]
-    expected, _ = runner.generate(soft, torch.tensor(reference["input_ids"]), 20, eos[0])
+    expected = greedy_ids_with_the_servers_operators(package, case_dir, 20)
 
     with open(os.path.join(FIXTURES, "cases", reference["inputs"]["images"][0]["path"]), "rb") as f:
         image = f.read()

@@ -29,6 +29,7 @@ from iblip_model import export_modules, ops, tokenizer_files  # noqa: F401  (ops
 from iblip_model.hf_config import CheckpointError, load_config
 from iblip_model.modeling.float32_norms import layer_norms_in_float32
 from iblip_model.modeling.fusion import fuse_llama_projections
+from iblip_model.modeling.op_linear import route_linears_through_op
 from iblip_model.modeling.instructblip import load_pretrained
 
 FORMAT_VERSION = 2
@@ -209,6 +210,10 @@ def _write_modules(checkpoint_dir, staging, dtype):
     outputs = _eager_outputs(model, config, dtype)
     if config.lm_family == "llama":
         fuse_llama_projections(model.language_model)
+    if dtype == "bf16":
+        _report(f"{route_linears_through_op(model.language_model)} Linear layers of the language "
+                "model call iblip::linear")
+    if config.lm_family == "llama":
         lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
     else:
         lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
@@ -307,7 +312,7 @@ def export(checkpoint_dir, output_dir, dtype="fp32", log=print, model_id=None):
                 # live in the same pool, in blocks of their own.
                 "cross_attention_blocks": not llama,
             },
-            "custom_ops": ["iblip::paged_attention"],
+            "custom_ops": ["iblip::paged_attention"] + (["iblip::linear"] if dtype == "bf16" else []),
             "max_context_tokens": text.max_position_embeddings if llama else T5_MAX_CONTEXT,
             "prompt_layout": "image_tokens" if config.image_token_index is not None else "prepend",
             "image_token_index": config.image_token_index,

@@ -12,10 +12,16 @@ shared and noisy: runs alternate, medians are reported).
         (the checkpoint's model in the package's dtype) and as the server
         does (the package's modules, legacy executor), and the share of the
         package's vision pass spent in matrix products (the floor both share)
+    python -m iblip_model.module_bench linear --package P [--rows 1,2,4,8,16,32]
+        a bf16 package's language-model weights through iblip::linear and
+        through aten::linear, per number of rows (a decode step's batch):
+        all of them in turn as a step reads them, then each shape alone
+        (repeated, so small ones come from the cache), with GB/s; and
+        decode_paged at those batches (needs the C++ operators, below)
 
-Set IBLIP_PAGED_ATTENTION_LIBRARY=build/model/libiblip_paged_attention.so to
-time the C++ attention kernel the server runs instead of the Python
-reference."""
+Set IBLIP_CUSTOM_OPS_LIBRARY=build/model/libiblip_custom_ops.so to
+time the C++ operators the server runs (attention, bf16 Linear) instead of
+the Python references."""
 
 import argparse
 import copy
@@ -199,9 +205,61 @@ def stages(checkpoint, package, runs):
     return results
 
 
+def _linear_weights(language_model):
+    """The weights decode_paged passes to iblip::linear, in graph order (the
+    frozen module's constants: the real ones, each read once a step)."""
+    weights = []
+    for node in language_model.decode_paged.graph.nodes():
+        if node.kind() == "iblip::linear":
+            weight = node.inputsAt(1).toIValue()
+            if weight is not None:
+                weights.append(weight)
+    return weights
+
+
+@torch.no_grad()
+def linear(package, runs, rows_list, context):
+    with open(os.path.join(package, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    if "iblip::linear" not in manifest.get("custom_ops", []):
+        raise SystemExit(f"{package}: its language model does not call iblip::linear (a bf16 export)")
+    _set_executor(False)
+    lm = torch.jit.load(os.path.join(package, manifest["modules"]["language_model"]))
+    results = {}
+    weights = _linear_weights(lm)
+    for rows in rows_list:
+        # Every weight once, in order, as a decode step reads them: the
+        # weights come from memory, not from the cache a repeated call sees.
+        inputs = {w.shape[1]: torch.randn(rows, w.shape[1]).to(torch.bfloat16) for w in weights}
+        megabytes = sum(w.numel() for w in weights) * 2 / 1e6
+        times = side_by_side({
+            "iblip::linear": lambda: [torch.ops.iblip.linear(inputs[w.shape[1]], w, None) for w in weights],
+            "aten::linear": lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w) for w in weights]},
+            runs)
+        times["iblip GB/s"] = megabytes / times["iblip::linear"]
+        times["aten GB/s"] = megabytes / times["aten::linear"]
+        results[f"all {len(weights)} weights in turn, {rows} rows"] = times
+    for outputs, depth in sorted({tuple(w.shape) for w in weights}):
+        weight = torch.randn(outputs, depth).to(torch.bfloat16)
+        megabytes = weight.numel() * 2 / 1e6
+        for rows in rows_list:
+            x = torch.randn(rows, depth).to(torch.bfloat16)
+            times = side_by_side({"iblip::linear": lambda: torch.ops.iblip.linear(x, weight, None),
+                                  "aten::linear": lambda: torch.nn.functional.linear(x, weight)}, runs)
+            times["iblip GB/s"] = megabytes / times["iblip::linear"]
+            times["aten GB/s"] = megabytes / times["aten::linear"]
+            results[f"{outputs}x{depth}, {rows} rows"] = times
+    for rows in rows_list:
+        paged = PagedInputs(manifest, rows, context)
+        results[f"decode_paged (batch {rows}, context {context})"] = side_by_side({
+            "package": lambda: lm.decode_paged(paged.ids, paged.positions, paged.slot_mapping,
+                                               paged.tables, paged.keys, paged.values)}, runs)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["executors", "fusion", "stages"])
+    parser.add_argument("what", choices=["executors", "fusion", "stages", "linear"])
     parser.add_argument("--package")
     parser.add_argument("--checkpoint")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
@@ -209,21 +267,25 @@ def main():
     parser.add_argument("--prompt", type=int, default=24, help="prompt tokens after the queries")
     parser.add_argument("--context", type=int, default=256, help="cached positions per decode row")
     parser.add_argument("--batch", type=int, default=4, help="decode rows (besides batch 1)")
+    parser.add_argument("--rows", default="1,2,4,8,16,32", help="linear: rows per call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--legacy", action="store_true", help="fusion: under the legacy executor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"attention kernel: {'C++' if ops.native_kernel_loaded() else 'Python reference'}; "
+    print(f"operators: {'C++' if ops.native_kernel_loaded() else 'Python references'}; "
           f"{args.threads} threads")
     if args.what == "executors":
         results = executors(args.package, args.runs, args.prompt, args.context, args.batch)
     elif args.what == "stages":
         results = stages(args.checkpoint, args.package, args.runs)
+    elif args.what == "linear":
+        results = linear(args.package, args.runs, [int(r) for r in args.rows.split(",")], args.context)
     else:
         _set_executor(not args.legacy)
         results = fusion(args.checkpoint, args.dtype, args.runs, args.prompt, args.context, args.batch)
     for name, times in results.items():
-        print(f"{name:40s} " + "  ".join(f"{k} {v:8.2f}" + ("" if k.endswith("%") else " ms") for k, v in times.items()))
+        print(f"{name:40s} " + "  ".join(
+            f"{k} {v:8.2f}" + ("" if k.endswith(("%", "/s")) else " ms") for k, v in times.items()))
 
 
 if __name__ == "__main__":

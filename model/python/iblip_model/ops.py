@@ -1,14 +1,15 @@
-"""The custom operator the exported language models call for attention over a
-paged KV cache, `iblip::paged_attention` (contract: model/PACKAGE.md).
+"""The custom operators the exported language models call (contract:
+model/PACKAGE.md): `iblip::paged_attention`, attention over a paged KV cache,
+and `iblip::linear`, the Linear layers of bf16 language models.
 
-This module defines it through torch.library with a Python reference
-implementation for CPU, so scripting, export, tests and the Python tools work
-without the C++ library. Scripted modules record the call as an
-`iblip::paged_attention` node; the C++ runtime registers the same schema with
-its fast kernel (model/runtime/paged_attention_op.cc) before it loads them.
-With IBLIP_PAGED_ATTENTION_LIBRARY naming the build's
-libiblip_paged_attention.so, Python loads that kernel instead (benchmarks,
-cross-checks); an operator already registered in this process is kept."""
+This module defines them through torch.library with Python reference
+implementations for CPU, so scripting, export, tests and the Python tools work
+without the C++ library. Scripted modules record the calls as `iblip::` nodes;
+the C++ runtime registers the same schemas with its fast kernels
+(model/runtime/paged_attention_op.cc, linear_op.cc) before it loads them.
+With IBLIP_CUSTOM_OPS_LIBRARY naming the build's libiblip_custom_ops.so,
+Python loads those kernels instead (benchmarks, cross-checks); operators
+already registered in this process are kept."""
 
 import os
 from typing import Optional
@@ -17,6 +18,14 @@ import torch
 
 SCHEMA = ("paged_attention(Tensor query, Tensor key_cache, Tensor value_cache, "
           "Tensor block_tables, Tensor context_lens, float scale, Tensor? bias) -> Tensor")
+LINEAR_SCHEMA = "linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor"
+
+
+def linear_reference(input: torch.Tensor, weight: torch.Tensor,
+                     bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """aten::linear: what the C++ kernel computes too (its bf16 path for a
+    few rows sums in another order, so it may differ in the last bit)."""
+    return torch.nn.functional.linear(input, weight, bias)
 
 
 def paged_attention_reference(query: torch.Tensor, key_cache: torch.Tensor,
@@ -59,23 +68,26 @@ def paged_attention_reference(query: torch.Tensor, key_cache: torch.Tensor,
 
 
 def native_kernel_loaded() -> bool:
-    """Whether torch.ops.iblip.paged_attention is the C++ kernel."""
+    """Whether torch.ops.iblip's operators are the C++ kernels."""
     return _LIBRARY is None
 
 
-def _native_operator_present() -> bool:
+def _native_operators_present() -> bool:
     try:
         torch._C._jit_get_operation("iblip::paged_attention")
+        torch._C._jit_get_operation("iblip::linear")
         return True
     except RuntimeError:
         return False
 
 
 _LIBRARY = None
-_NATIVE_LIBRARY = os.environ.get("IBLIP_PAGED_ATTENTION_LIBRARY")
-if _NATIVE_LIBRARY and not _native_operator_present():
+_NATIVE_LIBRARY = os.environ.get("IBLIP_CUSTOM_OPS_LIBRARY")
+if _NATIVE_LIBRARY and not _native_operators_present():
     torch.ops.load_library(_NATIVE_LIBRARY)
-if not _native_operator_present():
+if not _native_operators_present():
     _LIBRARY = torch.library.Library("iblip", "DEF")
     _LIBRARY.define(SCHEMA)
     _LIBRARY.impl("paged_attention", paged_attention_reference, "CPU")
+    _LIBRARY.define(LINEAR_SCHEMA)
+    _LIBRARY.impl("linear", linear_reference, "CPU")
