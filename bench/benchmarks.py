@@ -23,6 +23,7 @@ which this script keeps. Run it on an otherwise idle machine: bench/run
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -66,19 +67,41 @@ def run(args, **kwargs):
 
 # --- inputs ------------------------------------------------------------------
 
+def export_code_digest():
+    """A digest of the code that makes packages (model/export and the Python
+    package), so that a package made by older code is made again."""
+    digest = hashlib.sha256()
+    sources = [os.path.join(ROOT, "model", "export")]
+    for directory, _, names in sorted(os.walk(os.path.join(ROOT, "model", "python"))):
+        sources += [os.path.join(directory, n) for n in sorted(names) if n.endswith(".py")]
+    for path in sources:
+        digest.update(os.path.relpath(path, ROOT).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+EXPORT_STAMP = ".bench-export-code"  # in a package: export_code_digest() of its maker
+
+
 def bench_model(preset, dtype="fp32"):
     """The preset's random checkpoint and its package in `dtype`, made on
-    first use."""
+    first use; the package is made again when the export code changed."""
     checkpoint = os.path.join(WORK, f"{preset}-ckpt")
     package = os.path.join(WORK, f"{preset}-pkg" if dtype == "fp32" else f"{preset}-{dtype}-pkg")
     if not os.path.exists(os.path.join(checkpoint, "config.json")):
         log(f"generating the {preset} checkpoint")
         run([PYTHON, "-m", "iblip_model.random_checkpoint", "--preset", preset,
              "--output", checkpoint])
-    if not os.path.exists(os.path.join(package, "manifest.json")):
-        log(f"exporting the {preset} package ({dtype})")
+    stamp, code = os.path.join(package, EXPORT_STAMP), export_code_digest()
+    made_by = open(stamp).read().strip() if os.path.exists(stamp) else None
+    if not os.path.exists(os.path.join(package, "manifest.json")) or made_by != code:
+        log(f"exporting the {preset} package ({dtype})"
+            + (" again: the export code changed" if made_by is not None else ""))
         run([PYTHON, os.path.join(ROOT, "model", "export"), "--checkpoint", checkpoint,
              "--output", package, "--model-id", f"bench/{preset}", "--dtype", dtype])
+        with open(stamp, "w") as f:
+            f.write(code + "\n")
     return checkpoint, package
 
 

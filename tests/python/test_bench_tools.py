@@ -240,3 +240,30 @@ def test_a_run_saves_its_results_and_writes_the_report(tmp_path, monkeypatch):
     text = (tmp_path / "B.md").read_text()
     t5 = text[text.index("### 5.1"):text.index("### 5.2")]
     assert "| bf16 | 200.0 | 100.0 | 0.50x | - | <= 0.7x | **met** (0.50x) |" in t5
+
+
+def test_a_package_made_by_older_export_code_is_made_again(tmp_path, monkeypatch):
+    """bench/run reuses its packages, but not one that code since changed
+    would export differently (a stale bf16 package once hid a new kernel)."""
+    import benchmarks
+    monkeypatch.setattr(benchmarks, "WORK", str(tmp_path))
+    (tmp_path / "medium-ckpt").mkdir()
+    (tmp_path / "medium-ckpt" / "config.json").write_text("{}")
+    exports = []
+
+    def fake_run(args, **kwargs):
+        package = args[args.index("--output") + 1]
+        os.makedirs(package, exist_ok=True)
+        with open(os.path.join(package, "manifest.json"), "w") as f:
+            f.write("{}")
+        exports.append(package)
+    monkeypatch.setattr(benchmarks, "run", fake_run)
+    assert len(benchmarks.export_code_digest()) == 64
+    monkeypatch.setattr(benchmarks, "export_code_digest", lambda: "code-1")
+    benchmarks.bench_model("medium", "bf16")
+    benchmarks.bench_model("medium", "bf16")
+    assert len(exports) == 1
+    monkeypatch.setattr(benchmarks, "export_code_digest", lambda: "code-2")
+    benchmarks.bench_model("medium", "bf16")
+    assert len(exports) == 2
+    assert (tmp_path / "medium-bf16-pkg" / benchmarks.EXPORT_STAMP).read_text().strip() == "code-2"
