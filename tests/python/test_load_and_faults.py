@@ -214,8 +214,9 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
         assert len(outcomes) == 24
         # Every stream that was running when the signal came ran to its end.
         running = [o for o in outcomes if o[2]]
-        assert running and all(o[:2] == ("ok", 40) for o in running), \
-            [o for o in running if o[:2] != ("ok", 40)]
+        assert running and all(o[:2] == ("ok", 40) for o in running), (
+            [o for o in running if o[:2] != ("ok", 40)],
+            f"server exit status {server.process.poll()}", "".join(server.log[-40:]))
         # The others either finished too or were refused, clearly.
         assert all(o[:2] == ("ok", 40) or (o[0] == "UNAVAILABLE" and o[1])
                    for o in outcomes), outcomes
