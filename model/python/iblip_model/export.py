@@ -208,15 +208,16 @@ def _write_modules(checkpoint_dir, staging, dtype):
     # The reference outputs come from the model as the checkpoint defines
     # it, before the projections are fused for speed.
     outputs = _eager_outputs(model, config, dtype)
-    if config.lm_family == "llama":
+    llama = config.lm_family == "llama"
+    if llama:
         fuse_llama_projections(model.language_model)
+    # Before the wrapper is made: it keeps references to the layers.
     if dtype == "bf16":
         _report(f"{route_linears_through_op(model.language_model)} Linear layers of the language "
                 "model call iblip::linear")
-    if config.lm_family == "llama":
-        lm, methods = export_modules.LlamaLanguageModel(model.language_model), export_modules.LLAMA_METHODS
-    else:
-        lm, methods = export_modules.T5LanguageModel(model.language_model), export_modules.T5_METHODS
+    wrapper, methods = ((export_modules.LlamaLanguageModel, export_modules.LLAMA_METHODS) if llama
+                        else (export_modules.T5LanguageModel, export_modules.T5_METHODS))
+    lm = wrapper(model.language_model)
     _script(lm, methods).save(path("language_model"))
     _report(f"scripted the language model ({', '.join(methods)})")
     return outputs

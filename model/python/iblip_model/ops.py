@@ -23,8 +23,8 @@ LINEAR_SCHEMA = "linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor"
 
 def linear_reference(input: torch.Tensor, weight: torch.Tensor,
                      bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """aten::linear: what the C++ kernel computes too (its bf16 path for a
-    few rows sums in another order, so it may differ in the last bit)."""
+    """aten::linear: what the C++ kernel computes too (its bf16 path for one
+    row sums in another order, so it may differ in the last bit)."""
     return torch.nn.functional.linear(input, weight, bias)
 
 
