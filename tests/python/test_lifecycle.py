@@ -15,7 +15,7 @@ import grpc
 
 from http_util import chat_body, connect, events, read_response, request_bytes
 from server_harness import (PACKAGE_DIR, SERVER_BIN, png_bytes, scrape_metrics, start_server,
-                            stop_server, terminate)
+                            stop_server, terminate, wait_until)
 
 
 def run_server_expecting_failure(package_dir):
@@ -63,15 +63,6 @@ def test_sigterm_lets_a_running_request_finish():
         assert stop_server(server) == 0, "".join(server.log)
 
 
-def wait_until(condition, timeout=30, what="condition"):
-    """Polls `condition` until it is true (the server gives no push signal
-    for these states); fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def waiting_requests(server):
     return scrape_metrics(server)[("iblip_requests_waiting", ())]
 
@@ -110,7 +101,9 @@ def test_sigterm_sends_goaway_at_once_and_the_held_request_still_finishes():
         reader = threading.Thread(target=consume)
         reader.start()
         wait_until(lambda: waiting_requests(server) == 1, what="the request to be queued")
-        assert seen_ready.is_set()
+        # gRPC Python reports connectivity on its own polling thread, which
+        # can lag behind the request reaching the server (CI saw it unset).
+        assert seen_ready.wait(10), "the channel never reported READY"
         terminate(server)
         assert left_ready.wait(30), "the channel never left READY: no GOAWAY"
         goaway_seen = time.monotonic()
