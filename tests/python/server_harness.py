@@ -18,13 +18,21 @@ STOP_TIMEOUT_S = 30
 
 
 class RunningServer:
-    def __init__(self, process, address, metrics_address, log, http_address=None):
+    def __init__(self, process, address, metrics_address, log, log_reader, http_address=None):
         self.process = process
         self.address = address
         self.metrics_address = metrics_address
         self.http_address = http_address  # when started with --http.enabled true
         self.log = log  # list of stderr lines, filled by a thread
+        self._log_reader = log_reader
         self.terminated = False  # SIGTERM sent (a second one exits at once)
+
+    def whole_log(self, timeout=10):
+        """Every stderr line, once the process has exited and its last
+        lines have been read (self.log may still lack them then)."""
+        self.process.wait(timeout)
+        self._log_reader.join(timeout)
+        return list(self.log)
 
 
 def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEOUT_S):
@@ -32,7 +40,8 @@ def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEO
             "--metrics-port", "0", "--threads", "1", *extra_args]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = []
-    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
+    log_reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+    log_reader.start()
     ready = {}
 
     def read_ready_line():
@@ -49,7 +58,7 @@ def start_server(*extra_args, package_dir=PACKAGE_DIR, start_timeout=START_TIMEO
         process.wait()
         raise RuntimeError("server did not become ready:\n" + "".join(log))
     http = ready.get("http")
-    return RunningServer(process, ready["grpc"], ready["metrics"], log,
+    return RunningServer(process, ready["grpc"], ready["metrics"], log, log_reader,
                          None if http is None or http.endswith(":0") else http)
 
 

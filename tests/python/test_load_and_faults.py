@@ -173,7 +173,24 @@ def refusal_code(client):
     return refused.value.code()
 
 
+def finished_in_full_by_the_server(log, request_id, tokens):
+    """Whether the engine logged `request_id` as finished ok with `tokens`."""
+    return any(f"request {request_id} ok:" in line and f"generated_tokens={tokens} " in line
+               for line in log)
+
+
 def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
+    """Every stream running at SIGTERM is finished by the server; the others
+    finish too or are refused clearly.
+
+    One loss is gRPC's, not the drain's: gRPC core closes the connection as
+    soon as its last stream ends after GOAWAY, without a lingering close. A
+    client frame crossing that close (a WINDOW_UPDATE or BDP PING) draws a
+    TCP reset, and the client's transport fails on the write error before it
+    reads the trailers already in its socket (grpc/grpc#14643). In full
+    suite runs, twice, several finished streams arrived as UNAVAILABLE
+    "Connection reset by peer". Such a stream passes only if the server
+    finished that very request in full and the drain ended clean."""
     server = start_server("--scheduler.max-running-sequences", "16")
     outcomes, first_messages = [], threading.Semaphore(0)
     sigterm_sent = threading.Event()
@@ -181,19 +198,22 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
         with Client(server.address) as client:
             def stream(i):
                 running_before_sigterm = False
+                request_id = f"s{i}"
                 try:
                     messages = []
                     for message in client.generate(IMAGES[i % 8], "describe", max_new_tokens=40,
-                                                   min_new_tokens=40, timeout=60):
+                                                   min_new_tokens=40, timeout=60,
+                                                   request_id=request_id):
                         if not messages:
                             running_before_sigterm = not sigterm_sent.is_set()
                             first_messages.release()
                         messages.append(message)
                     outcomes.append(("ok", messages[-1].usage.generated_tokens,
-                                     running_before_sigterm))
+                                     running_before_sigterm, request_id))
                 except grpc.RpcError as error:
                     first_messages.release()
-                    outcomes.append((error.code().name, error.details(), running_before_sigterm))
+                    outcomes.append((error.code().name, error.details(), running_before_sigterm,
+                                     request_id))
 
             threads = [threading.Thread(target=stream, args=(i,)) for i in range(24)]
             for t in threads:
@@ -211,16 +231,20 @@ def test_sigterm_under_load_finishes_or_ends_every_stream_clearly():
                 client.generate_unary(IMAGES[0], "late", max_new_tokens=2)
             for t in threads:
                 t.join(60)
+        assert server.process.wait(30) == 0
+        log = server.whole_log()
+        assert any("drained: all requests finished" in line for line in log), "".join(log[-40:])
         assert len(outcomes) == 24
         # Every stream that was running when the signal came ran to its end.
         running = [o for o in outcomes if o[2]]
-        assert running and all(o[:2] == ("ok", 40) for o in running), (
-            [o for o in running if o[:2] != ("ok", 40)],
-            f"server exit status {server.process.poll()}", "".join(server.log[-40:]))
+        cut = [o for o in running if o[:2] != ("ok", 40)]
+        assert running and all(
+            o[0] == "UNAVAILABLE" and "reset" in o[1].lower()
+            and finished_in_full_by_the_server(log, o[3], 40) for o in cut), (
+            cut, "".join(log[-40:]))
         # The others either finished too or were refused, clearly.
         assert all(o[:2] == ("ok", 40) or (o[0] == "UNAVAILABLE" and o[1])
                    for o in outcomes), outcomes
-        assert server.process.wait(30) == 0
     finally:
         stop_server(server)
 
