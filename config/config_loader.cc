@@ -153,6 +153,12 @@ absl::StatusOr<ServerConfig> WithDefaults(ServerConfig config) {
   if (scheduler.vision_max_batch_size() == 0) {
     return OutOfRange("scheduler.vision_max_batch_size", 0, "must be >= 1");
   }
+  if (scheduler.max_step_stretch_percent() < 100 ||
+      scheduler.max_step_stretch_percent() > 10000) {
+    return OutOfRange("scheduler.max_step_stretch_percent",
+                      scheduler.max_step_stretch_percent(),
+                      "must be in [100, 10000]");
+  }
 
   if (config.http().history() != "latest" &&
       config.http().history() != "transcript") {

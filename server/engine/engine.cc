@@ -61,7 +61,8 @@ Engine::Engine(ModelRunner& runner, std::vector<int32_t> eos_token_ids,
                              options.vision_max_queue_delay,
                              options.max_prefill_chunk,
                              std::min(32, options.max_prefill_chunk),
-                             options.decode_interval},
+                             options.decode_interval,
+                             options.max_step_stretch_percent},
           blocks_, runner.vision_num_layers(), runner.encoder_decoder()) {
   metrics_.SetKvCacheBlocks(0, blocks_.num_blocks(), blocks_.block_size());
   metrics_.SetQueueCapacity(options_.max_queue_size);

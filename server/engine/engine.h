@@ -43,6 +43,7 @@ class Engine {
     absl::Duration vision_max_queue_delay = absl::ZeroDuration();
     int max_prefill_chunk = 2048;
     absl::Duration decode_interval = absl::Milliseconds(50);
+    int max_step_stretch_percent = 200;
     int32_t decoder_start_token = 0;  // T5
   };
 

@@ -297,8 +297,10 @@ StepPlan Scheduler::Plan(absl::Time now, const StepCosts& costs) {
   const bool bounded = !plan.decode.empty();
   absl::Duration budget = absl::InfiniteDuration();
   if (bounded) {
-    budget = options_.decode_interval - costs.decode_step;
-    if (budget < absl::ZeroDuration()) budget = absl::ZeroDuration();
+    const absl::Duration step_limit =
+        std::max(options_.decode_interval,
+                 costs.decode_step * options_.max_step_stretch_percent / 100);
+    budget = std::max(step_limit - costs.decode_step, absl::ZeroDuration());
   }
   PlanPrefill(plan, budget, bounded, costs);
   PlanVision(plan, now, budget, bounded, costs);

@@ -65,6 +65,12 @@ struct StepPlan {
 //    sized by the measured costs (at least one chunk or layer per step, so
 //    nothing starves). With no stream decoding, nothing is bounded: a lone
 //    request goes through vision and prefill at full speed.
+//  - Where the decode step alone takes most of `decode_interval` or more
+//    (a 7B model on a small CPU: 0.5-1.3 s), the interval would leave other
+//    work only its least piece, and requests would reach their first token
+//    one image every ~40 steps. So a step may also last up to
+//    `max_step_stretch_percent` of the decode step: the bound is the larger
+//    of the two.
 //  - Prefill before vision (those requests are nearer their first token);
 //    strict priority: a request that cannot start blocks lower priorities,
 //    and takes blocks from lower-priority requests when it needs them.
@@ -82,6 +88,7 @@ class Scheduler {
     int max_prefill_chunk = 2048;  // positions per prefill chunk
     int min_prefill_chunk = 32;    // the least a chunk does while streams run
     absl::Duration decode_interval = absl::Milliseconds(50);
+    int max_step_stretch_percent = 200;  // 100: the interval alone bounds
   };
   // `blocks` must outlive the scheduler.
   Scheduler(Options options, KvBlockManager& blocks, int vision_num_layers,

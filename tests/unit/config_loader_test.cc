@@ -91,6 +91,19 @@ TEST(ConfigLoaderTest, OutOfRangeValuesNameTheField) {
   EXPECT_NE(
       WithDefaults(bad_heap).status().message().find("runtime.heap_retain_mib"),
       std::string::npos);
+  for (uint32_t stretch : {0u, 99u, 10001u}) {
+    ServerConfig bad_stretch;
+    bad_stretch.mutable_scheduler()->set_max_step_stretch_percent(stretch);
+    EXPECT_NE(WithDefaults(bad_stretch)
+                  .status()
+                  .message()
+                  .find("scheduler.max_step_stretch_percent"),
+              std::string::npos)
+        << stretch;
+  }
+  ServerConfig edge_stretch;
+  edge_stretch.mutable_scheduler()->set_max_step_stretch_percent(100);
+  EXPECT_TRUE(WithDefaults(edge_stretch).ok());
   ServerConfig bad_format;
   bad_format.mutable_logging()->set_format("xml");
   EXPECT_NE(WithDefaults(bad_format).status().message().find("logging.format"),

@@ -132,6 +132,43 @@ TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
   EXPECT_EQ(plan.prefills[0].end - plan.prefills[0].item.start, 30);
 }
 
+// A 7B model on two cores: one decode step (600 ms) is far past the 50 ms
+// interval. The step may still stretch to 200% of it, so admission keeps
+// going at a pace the streams can see, not one layer of one image a step.
+TEST_F(SchedulerTest, ADecodeStepPastTheIntervalStillLeavesOtherWorkItsShare) {
+  Scheduler::Options options;
+  options.vision_max_batch_size = 8;
+  Scheduler& scheduler = WithAStream(options);
+  for (int i = 0; i < 8; ++i)
+    scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+  StepCosts costs;
+  costs.decode_step = absl::Milliseconds(600);
+  costs.vision_layer_per_image = absl::Milliseconds(25);
+  costs.query_per_image = absl::Milliseconds(50);
+  const StepPlan plan = scheduler.Plan(kT0, costs);
+  // 600 ms of budget: the whole batch of 8 (its Q-Former pass takes 400
+  // ms), and 3 of the 6 layers at 200 ms each.
+  EXPECT_EQ(scheduler.vision_batch().size(), 8u);
+  EXPECT_EQ(plan.vision.layers_end - plan.vision.layers_begin, 3);
+}
+
+TEST_F(SchedulerTest, AtAStretchOf100TheIntervalAloneBoundsTheStep) {
+  Scheduler::Options options;
+  options.vision_max_batch_size = 8;
+  options.max_step_stretch_percent = 100;
+  Scheduler& scheduler = WithAStream(options);
+  for (int i = 0; i < 8; ++i)
+    scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+  StepCosts costs;
+  costs.decode_step = absl::Milliseconds(600);
+  costs.vision_layer_per_image = absl::Milliseconds(25);
+  costs.query_per_image = absl::Milliseconds(50);
+  const StepPlan plan = scheduler.Plan(kT0, costs);
+  // No budget left: the least piece, one image and one layer.
+  EXPECT_EQ(scheduler.vision_batch().size(), 1u);
+  EXPECT_EQ(plan.vision.layers_end - plan.vision.layers_begin, 1);
+}
+
 TEST_F(SchedulerTest, VisionWaitsWhileAPrefillChunkTakesTheStepsBudget) {
   Scheduler& scheduler = WithAStream({});
 
