@@ -359,11 +359,16 @@ void Server::Drain(absl::Duration timeout) {
   // once and balance them to other replicas, while the calls in flight run
   // on until the deadline (then gRPC cancels them). Blocks until then.
   impl_->grpc_server->Shutdown(absl::ToChronoTime(deadline));
+  // Past the deadline, gRPC has cancelled the calls still running, even
+  // where the engine had finished their requests and only the writes were
+  // left.
+  const bool calls_done = absl::Now() < deadline;
   // HTTP requests are not gRPC calls: they get what is left of the time.
   const bool idle = impl_->engine->WaitIdle(
       std::max(deadline - absl::Now(), absl::ZeroDuration()));
-  spdlog::info(idle ? "drained: all requests finished"
-                    : "drain timeout: cancelling the requests still running");
+  spdlog::info(calls_done && idle
+                   ? "drained: all requests finished"
+                   : "drain timeout: cancelling the requests still running");
   // HTTP streams cut here end with an error event and [DONE].
   if (!idle && impl_->http) {
     impl_->http->AbortReplies(absl::UnavailableError(

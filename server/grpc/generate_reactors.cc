@@ -4,6 +4,7 @@
 #include "server/pipeline/delta_queue.h"
 #include "server/grpc/status_util.h"
 #include "server/grpc/wire_request.h"
+#include "spdlog/spdlog.h"
 
 namespace iblip::server {
 
@@ -137,7 +138,10 @@ void StreamGenerateReactor::OnWriteDone(bool ok) {
   std::unique_lock<std::mutex> lock(mutex_);
   writing_ = false;
   if (!ok) {
-    // The client is gone: stop generating for it and end the RPC.
+    // The client is gone: stop generating for it and end the RPC. Logged,
+    // since the engine may have logged the request as finished already.
+    spdlog::info("request {}: a write failed, the stream ends undelivered",
+                 request_id_);
     if (request_) request_->cancelled.store(true);
     pending_.clear();
     usage_message_.reset();
@@ -153,6 +157,11 @@ void StreamGenerateReactor::OnWriteDone(bool ok) {
 void StreamGenerateReactor::OnCancel() {
   if (request_) request_->cancelled.store(true);
   std::unique_lock<std::mutex> lock(mutex_);
+  if (!finished_) {
+    spdlog::info("request {}: cancelled (client, deadline or shutdown) "
+                 "before the stream ended",
+                 request_id_);
+  }
   pending_.clear();
   usage_message_.reset();
   if (!finish_requested_) {

@@ -32,6 +32,7 @@ class RunningServer:
         lines have been read (self.log may still lack them then)."""
         self.process.wait(timeout)
         self._log_reader.join(timeout)
+        assert not self._log_reader.is_alive(), "the server's stderr is still open"
         return list(self.log)
 
 
