@@ -66,6 +66,18 @@ class SchedulerTest : public ::testing::Test {
     StartStream(*schedulers_.back());
     return *schedulers_.back();
   }
+  // Eight images wait (a batch holds 8) beside a stream whose decode step
+  // alone takes 600 ms; an encoder layer costs 25 ms an image, the
+  // Q-Former 50 ms an image.
+  StepPlan PlanEightImagesBesideA600msDecodeStep(Scheduler& scheduler) {
+    for (int i = 0; i < 8; ++i)
+      scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
+    StepCosts costs;
+    costs.decode_step = absl::Milliseconds(600);
+    costs.vision_layer_per_image = absl::Milliseconds(25);
+    costs.query_per_image = absl::Milliseconds(50);
+    return scheduler.Plan(kT0, costs);
+  }
   // A stream that has prefilled and decodes from now on.
   void StartStream(Scheduler& scheduler) {
     SequenceGroup* running = Group(2);
@@ -136,16 +148,8 @@ TEST_F(SchedulerTest, WhileStreamsDecodeOtherWorkFitsTheInterval) {
 // interval. The step may still stretch to 200% of it, so admission keeps
 // going at a pace the streams can see, not one layer of one image a step.
 TEST_F(SchedulerTest, ADecodeStepPastTheIntervalStillLeavesOtherWorkItsShare) {
-  Scheduler::Options options;
-  options.vision_max_batch_size = 8;
-  Scheduler& scheduler = WithAStream(options);
-  for (int i = 0; i < 8; ++i)
-    scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
-  StepCosts costs;
-  costs.decode_step = absl::Milliseconds(600);
-  costs.vision_layer_per_image = absl::Milliseconds(25);
-  costs.query_per_image = absl::Milliseconds(50);
-  const StepPlan plan = scheduler.Plan(kT0, costs);
+  Scheduler& scheduler = WithAStream({});
+  const StepPlan plan = PlanEightImagesBesideA600msDecodeStep(scheduler);
   // 600 ms of budget: the whole batch of 8 (its Q-Former pass takes 400
   // ms), and 3 of the 6 layers at 200 ms each.
   EXPECT_EQ(scheduler.vision_batch().size(), 8u);
@@ -154,16 +158,9 @@ TEST_F(SchedulerTest, ADecodeStepPastTheIntervalStillLeavesOtherWorkItsShare) {
 
 TEST_F(SchedulerTest, AtAStretchOf100TheIntervalAloneBoundsTheStep) {
   Scheduler::Options options;
-  options.vision_max_batch_size = 8;
   options.max_step_stretch_percent = 100;
   Scheduler& scheduler = WithAStream(options);
-  for (int i = 0; i < 8; ++i)
-    scheduler.AddToVision(Group(3, Priority::kNormal, false), kT0);
-  StepCosts costs;
-  costs.decode_step = absl::Milliseconds(600);
-  costs.vision_layer_per_image = absl::Milliseconds(25);
-  costs.query_per_image = absl::Milliseconds(50);
-  const StepPlan plan = scheduler.Plan(kT0, costs);
+  const StepPlan plan = PlanEightImagesBesideA600msDecodeStep(scheduler);
   // No budget left: the least piece, one image and one layer.
   EXPECT_EQ(scheduler.vision_batch().size(), 1u);
   EXPECT_EQ(plan.vision.layers_end - plan.vision.layers_begin, 1);
