@@ -47,6 +47,6 @@ def test_flags_override_the_file_and_json_logs_carry_request_ids(tmp_path):
             client.generate_unary(png_bytes(), "hi", max_new_tokens=2, request_id="trace-me-42")
     finally:
         assert stop_server(server) == 0, "".join(server.log)
-    records = [json.loads(line) for line in server.log if line.strip()]  # every line is JSON
+    records = [json.loads(line) for line in server.whole_log() if line.strip()]  # all JSON
     assert {"time", "level", "message"} <= set(records[0])
     assert any("trace-me-42" in r["message"] for r in records)

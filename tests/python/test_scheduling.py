@@ -168,7 +168,8 @@ def logged_end_order(server, *ids):
         lines = {}
         for number, line in enumerate(list(server.log)):
             for request_id in ids:
-                if f"] request {request_id}" in line:
+                # The engine's line (the gRPC side logs cancels of its own).
+                if f"] request {request_id}" in line and "prompt_tokens=" in line:
                     lines.setdefault(request_id, number)
         return lines if len(lines) == len(ids) else None
     lines = wait_until(ends, timeout=10, what=f"the log lines of {ids}")
