@@ -66,7 +66,7 @@ struct StepPlan {
 //    nothing starves). With no stream decoding, nothing is bounded: a lone
 //    request goes through vision and prefill at full speed.
 //  - Where the decode step alone takes most of `decode_interval` or more
-//    (a 7B model on a small CPU: 0.5-1.3 s), the interval would leave other
+//    (a 7B model on a small CPU: 0.5-1.5 s), the interval would leave other
 //    work only its least piece, and requests would reach their first token
 //    one image every ~40 steps. So a step may also last up to
 //    `max_step_stretch_percent` of the decode step: the bound is the larger
